@@ -15,6 +15,8 @@ from sklearn.model_selection import train_test_split
 from . import params
 from .schema import FEATURE_NAMES, FEATURES, TARGET, TARGET_VALUES
 
+FEATURES_BY_NAME = {feature.name: feature for feature in FEATURES}
+
 
 class DataError(ValueError):
     """Data that breaks the schema; the message names the file, column and row."""
@@ -36,27 +38,30 @@ def row_problems(frame: pd.DataFrame, *, with_target: bool = True) -> pd.DataFra
             f"unknown column(s): {', '.join(map(str, unknown))}; schema.py lists the columns"
         )
 
-    ranges = [(feature.name, feature.minimum, feature.maximum) for feature in FEATURES]
-    if with_target:
-        ranges.append((TARGET, min(TARGET_VALUES), max(TARGET_VALUES)))
     found = pd.DataFrame({"column": pd.NA, "problem": pd.NA}, index=range(len(frame)))
-    for name, minimum, maximum in ranges:
+    for name in expected:
         raw = frame[name].reset_index(drop=True)
-        values = pd.to_numeric(raw, errors="coerce")
-        checks = [
-            (raw.isna(), "missing"),
-            (values.isna() & raw.notna(), f"not a number: {{value}}"),
-            (values < minimum, f"{{value}} is below the minimum {minimum}"),
-            (values > maximum, f"{{value}} is above the maximum {maximum}"),
-        ]
-        if name == TARGET:
-            allowed = ", ".join(map(str, TARGET_VALUES))
-            checks.append((values.notna() & ~values.isin(TARGET_VALUES), f"{{value}} is not {allowed}"))
-        for failed, message in checks:
+        for failed, message in value_checks(name, raw):
             new = failed & found["problem"].isna()
             found.loc[new, "column"] = name
             found.loc[new, "problem"] = [message.format(value=value) for value in raw[new]]
     return found.dropna()
+
+
+def value_checks(name: str, raw: pd.Series) -> list[tuple[pd.Series, str]]:
+    """(rows that fail, message template) for each rule a column's values must follow, in order."""
+    values = pd.to_numeric(raw, errors="coerce")
+    checks = [(raw.isna(), "missing"), (values.isna() & raw.notna(), "not a number: {value}")]
+    if name == TARGET:
+        allowed = ", ".join(map(str, TARGET_VALUES))
+        not_allowed = values.notna() & ~values.isin(TARGET_VALUES)
+        return [*checks, (not_allowed, f"{{value}} is not {allowed}")]
+    feature = FEATURES_BY_NAME[name]
+    return [
+        *checks,
+        (values < feature.minimum, f"{{value}} is below the minimum {feature.minimum}"),
+        (values > feature.maximum, f"{{value}} is above the maximum {feature.maximum}"),
+    ]
 
 
 def validate(frame: pd.DataFrame, *, source: str, with_target: bool = True) -> pd.DataFrame:
