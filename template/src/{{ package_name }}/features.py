@@ -15,10 +15,8 @@ LOG_SCALED = tuple(name for name in FEATURE_NAMES if "area" in name)
 
 def build_preprocessor() -> ColumnTransformer:
     linear = [name for name in FEATURE_NAMES if name not in LOG_SCALED]
+    log_scaled = make_pipeline(FunctionTransformer(np.log1p), StandardScaler())
     return ColumnTransformer(
-        [
-            ("log", make_pipeline(FunctionTransformer(np.log1p), StandardScaler()), list(LOG_SCALED)),
-            ("scale", StandardScaler(), linear),
-        ],
+        [("log", log_scaled, list(LOG_SCALED)), ("scale", StandardScaler(), linear)],
         verbose_feature_names_out=False,
     )

@@ -1,4 +1,4 @@
-"""Train the model: `python -m <package>.train TRAIN_CSV MODEL_FILE` is the pipeline's `train` stage.
+"""Train the model: `python -m <package>.train TRAIN_CSV MODEL_FILE`, the `train` stage.
 
 The saved artifact is one scikit-learn Pipeline, preprocessing included, so what is evaluated,
 packaged and served is the same object. Training is deterministic: the same data and params give
