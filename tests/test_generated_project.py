@@ -1,0 +1,91 @@
+"""A generated project works as its README promises, for every answer set."""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+import yaml
+from conftest import run
+
+BIN = Path(sys.executable).parent
+# Jinja left behind by a rendering mistake. GitHub's own `${{ ... }}` expressions are legitimate.
+LEFTOVER_JINJA = re.compile(r"\{%|%\}|\{#|#\}|(?<!\$)\{\{")
+
+
+def tracked_files(project: Path) -> list[str]:
+    return run("git", "ls-files", cwd=project).stdout.splitlines()
+
+
+def test_setup_leaves_one_clean_commit(project):
+    assert run("git", "status", "--porcelain", cwd=project).stdout == ""
+    subjects = run("git", "log", "--format=%s", cwd=project).stdout.splitlines()
+    assert subjects == ["Start the project from the lab2prod template"]
+    tracked = set(tracked_files(project))
+    assert {"uv.lock", "dvc.lock", "data/raw.dvc", ".dvc/config", "reports/metrics.json"} <= tracked
+    # Data and models live in DVC, not in git.
+    assert not any(path.startswith("data/raw/") or path.startswith("models/") for path in tracked)
+
+
+def test_no_template_syntax_is_left(project):
+    for relative in tracked_files(project):
+        text = (project / relative).read_text(encoding="utf-8", errors="replace")
+        match = LEFTOVER_JINJA.search(text)
+        assert match is None, f"{relative} still has template syntax: {text[match.start() - 40 :][:80]!r}"
+
+
+def test_answers_reach_the_project(project):
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    package = answers["package_name"]
+    assert (project / "src" / package / "schema.py").is_file()
+    assert f"python -m {package}.train" in (project / "dvc.yaml").read_text()
+    assert (project / ".python-version").read_text().strip() == answers["python_version"]
+    license_text = (project / "LICENSE").read_text()
+    assert answers["author_name"] in license_text
+
+
+def test_default_sessions_pass(project):
+    result = run("uv", "run", "--locked", "nox", "-s", "lint", "tests", "repro", cwd=project)
+    assert "Session lint was successful" in result.stderr
+    assert "Session tests was successful" in result.stderr
+
+
+def test_pre_commit_hooks_pass_without_changes(project):
+    run("uv", "run", "--locked", "pre-commit", "run", "--all-files", cwd=project)
+    assert run("git", "status", "--porcelain", cwd=project).stdout == ""
+
+
+def test_second_repro_has_nothing_to_do(project):
+    result = run("uv", "run", "--locked", "dvc", "repro", cwd=project)
+    assert "Data and pipelines are up to date." in result.stdout
+    assert json.loads(run("uv", "run", "dvc", "status", "--json", cwd=project).stdout) == {}
+
+
+def test_metrics_and_plots_are_declared(project):
+    shown = json.loads(run("uv", "run", "dvc", "metrics", "show", "--json", cwd=project).stdout)
+    metrics = shown[""]["data"]["reports/metrics.json"]["data"]
+    assert metrics["roc_auc"] > 0.97
+    assert metrics["holdout_rows"] == 143
+    run("uv", "run", "dvc", "plots", "show", "--out", "dvc_plots", cwd=project)
+    page = (project / "dvc_plots" / "index.html").read_text()
+    assert "ROC curve" in page and "Confusion matrix" in page
+
+
+def test_ci_files_match_the_answer_and_validate(project):
+    answers = yaml.safe_load((project / ".copier-answers.yml").read_text())
+    workflows = sorted((project / ".github" / "workflows").glob("*.yml"))
+    gitlab = project / ".gitlab-ci.yml"
+    schema_for = {"github": "vendor.github-workflows", "gitlab": "vendor.gitlab-ci"}
+    files = {"github": workflows, "gitlab": [gitlab] if gitlab.exists() else []}
+    for provider, paths in files.items():
+        if provider != answers["ci_provider"]:
+            assert paths == [], f"{provider} CI files for ci_provider={answers['ci_provider']}"
+            continue
+        assert paths, f"no {provider} CI file"
+        run(BIN / "check-jsonschema", "--builtin-schema", schema_for[provider], *paths, cwd=project)
+        text = "\n".join(path.read_text() for path in paths)
+        for session in ("lint", "tests", "status"):
+            assert f"nox -s {session}" in text
+        assert "uv lock --check" in text
