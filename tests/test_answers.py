@@ -59,18 +59,23 @@ def test_the_remote_scheme_selects_the_dvc_plugin(tmp_path):
     assert '"dvc>=' in (local / "pyproject.toml").read_text()
 
 
-def tools_only(tmp_path: Path, *names: str) -> str:
-    """A PATH on which only the named tools exist."""
+def path_without(tmp_path: Path, *missing: str) -> str:
+    """A PATH like this machine's, on which the named tools do not exist."""
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name in names:
-        (bin_dir / name).symlink_to(shutil.which(name))
+    for directory in map(Path, os.environ["PATH"].split(os.pathsep)):
+        if not directory.is_dir():
+            continue
+        for tool in directory.iterdir():
+            link = bin_dir / tool.name
+            if tool.name not in missing and not link.exists() and os.access(tool, os.X_OK):
+                link.symlink_to(tool)
     return str(bin_dir)
 
 
 def test_missing_uv_stops_setup_with_install_advice(tmp_path):
     destination = tmp_path / "project"
-    env = {**os.environ, "PATH": tools_only(tmp_path, "git")}
+    env = {**os.environ, "PATH": path_without(tmp_path, "uv")}
     result = subprocess.run(
         [sys.executable, "-m", "copier", "copy", "--trust", "--defaults", "--vcs-ref", "HEAD",
          str(TEMPLATE), str(destination)],
@@ -86,7 +91,7 @@ def test_setup_names_every_missing_tool(tmp_path):
     result = subprocess.run(
         [sys.executable, str(TEMPLATE / "hooks" / "setup_project.py"),
          "--package", "demo", "--remote", "../storage", "--author", "Ada <ada@example.com>"],
-        cwd=tmp_path, env={**os.environ, "PATH": tools_only(tmp_path)},
+        cwd=tmp_path, env={**os.environ, "PATH": path_without(tmp_path, "git", "uv")},
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert result.returncode == 1
