@@ -25,8 +25,10 @@ def test_setup_leaves_one_clean_commit(project):
     assert subjects == ["Start the project from the lab2prod template"]
     tracked = set(tracked_files(project))
     assert {"uv.lock", "dvc.lock", "data/raw.dvc", ".dvc/config", "reports/metrics.json"} <= tracked
-    # Data and models live in DVC, not in git.
-    assert not any(path.startswith("data/raw/") or path.startswith("models/") for path in tracked)
+    # Data and models live in DVC; git only has their hashes and DVC's ignore files.
+    assert {path for path in tracked if path.startswith(("data/", "models/"))} == {
+        "data/raw.dvc", "data/.gitignore", "models/.gitignore"
+    }
 
 
 def test_no_template_syntax_is_left(project):

@@ -7,7 +7,9 @@ file in RAW_DIR (in name order), validates each one, and writes `train.csv` and 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
@@ -41,26 +43,29 @@ def row_problems(frame: pd.DataFrame, *, with_target: bool = True) -> pd.DataFra
     found = pd.DataFrame({"column": pd.NA, "problem": pd.NA}, index=range(len(frame)))
     for name in expected:
         raw = frame[name].reset_index(drop=True)
-        for failed, message in value_checks(name, raw):
+        for failed, describe in value_checks(name, raw):
             new = failed & found["problem"].isna()
             found.loc[new, "column"] = name
-            found.loc[new, "problem"] = [message.format(value=value) for value in raw[new]]
+            found.loc[new, "problem"] = [describe(value) for value in raw[new]]
     return found.dropna()
 
 
-def value_checks(name: str, raw: pd.Series) -> list[tuple[pd.Series, str]]:
-    """(rows that fail, message template) for each rule a column's values must follow, in order."""
+def value_checks(name: str, raw: pd.Series) -> list[tuple[pd.Series, Callable[[Any], str]]]:
+    """(rows that fail, how to describe a failing value) for each rule of a column, in order."""
     values = pd.to_numeric(raw, errors="coerce")
-    checks = [(raw.isna(), "missing"), (values.isna() & raw.notna(), "not a number: {value}")]
+    checks = [
+        (raw.isna(), lambda _: "missing"),
+        (values.isna() & raw.notna(), lambda value: f"not a number: {value}"),
+    ]
     if name == TARGET:
         allowed = ", ".join(map(str, TARGET_VALUES))
         not_allowed = values.notna() & ~values.isin(TARGET_VALUES)
-        return [*checks, (not_allowed, f"{{value}} is not {allowed}")]
+        return [*checks, (not_allowed, lambda value: f"{value} is not {allowed}")]
     feature = FEATURES_BY_NAME[name]
     return [
         *checks,
-        (values < feature.minimum, f"{{value}} is below the minimum {feature.minimum}"),
-        (values > feature.maximum, f"{{value}} is above the maximum {feature.maximum}"),
+        (values < feature.minimum, lambda value: f"{value} is below the minimum {feature.minimum}"),
+        (values > feature.maximum, lambda value: f"{value} is above the maximum {feature.maximum}"),
     ]
 
 

@@ -1,0 +1,71 @@
+"""The template's own sessions: `uvx nox@2026.10.20 --list` shows them.
+
+Sessions run in the template's environment, `.venv`, synced to uv.lock first, as in the projects
+the template generates.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import nox
+
+nox.needs_version = ">=2026.10.20"
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["lint", "tests"]
+
+ROOT = Path(__file__).parent
+DEMO = ROOT / "build" / "demo"
+
+
+def locked(session: nox.Session, *command: str | Path, **options) -> str | bool:
+    """Run a command in the template's .venv after syncing it to uv.lock."""
+    session.run("uv", "sync", "--locked", "--quiet")
+    return session.run("uv", "run", "--no-sync", *map(str, command), **options)
+
+
+def project_env() -> dict[str, str | None]:
+    """Commands run inside a generated project see no virtualenv of ours (None unsets)."""
+    return {"VIRTUAL_ENV": None, "PYTHONDONTWRITEBYTECODE": None}
+
+
+@nox.session
+def tests(session: nox.Session) -> None:
+    """Run the template's test suite (renders projects and runs their lifecycle)."""
+    locked(session, "pytest", *session.posargs)
+
+
+@nox.session
+def lint(session: nox.Session) -> None:
+    """Lint and check formatting of the template's own Python with ruff."""
+    locked(session, "ruff", "check", *session.posargs)
+    locked(session, "ruff", "format", "--check")
+
+
+@nox.session
+def docs(session: nox.Session) -> None:
+    """Build the documentation site into site/, failing on any warning."""
+    locked(session, "mkdocs", "build", "--strict")
+
+
+@nox.session
+def demo(session: nox.Session) -> None:
+    """Generate a project with default answers into build/demo/ and run its lifecycle."""
+    if DEMO.exists():
+        shutil.rmtree(DEMO)
+    project = DEMO / "demo-project"
+    locked(
+        session, "copier", "copy", "--trust", "--defaults", "--vcs-ref", "HEAD", ROOT, project,
+        env=project_env(),
+    )  # fmt: skip
+    with session.chdir(project):
+        session.run("uv", "run", "--locked", "nox", env=project_env())
+        session.run("uv", "run", "--locked", "dvc", "metrics", "show", env=project_env())
+    session.log(f"the demo project is in {project}; its README says what to try next")
+
+
+@nox.session
+def bench(session: nox.Session) -> None:
+    """Time rendering, generation with setup tasks and the pipeline (medians of 5 runs)."""
+    locked(session, "python", ROOT / "benchmarks" / "setup_times.py", *session.posargs)
