@@ -8,7 +8,6 @@ Generation is measured with a warm package cache: one unmeasured generation runs
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import subprocess
 import sys
@@ -16,21 +15,16 @@ import tempfile
 import time
 from pathlib import Path
 
-TEMPLATE = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from projects import TEMPLATE, project_env
+
 COPIER = Path(sys.executable).parent / "copier"
-
-
-def user_env() -> dict[str, str]:
-    """A user's shell: no virtualenv of ours, bytecode cached as Python does by default."""
-    env = {k: v for k, v in os.environ.items() if k not in {"VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE"}}
-    env["DVC_NO_ANALYTICS"] = "1"
-    return env
 
 
 def timed(*command: str | Path, cwd: Path | None = None) -> float:
     start = time.perf_counter()
     subprocess.run(
-        [str(part) for part in command], cwd=cwd, env=user_env(), check=True,
+        [str(part) for part in command], cwd=cwd, env=project_env(), check=True,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     return time.perf_counter() - start

@@ -4,27 +4,41 @@ leave nothing behind."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-from conftest import TEMPLATE, render
+from projects import TEMPLATE, render
 
 INVALID_ANSWERS = [
-    ({"package_name": "1churn"}, "Validation error for question 'package_name': Type a lowercase Python identifier"),
+    (
+        {"package_name": "1churn"},
+        "Validation error for question 'package_name': Type a lowercase Python identifier",
+    ),
     ({"package_name": "churn-model"}, "Type a lowercase Python identifier"),
     ({"package_name": "class"}, "'class' is a Python keyword; type another name"),
     ({"package_name": "tests"}, "'tests' would shadow a folder or library of the project"),
     ({"project_name": "  "}, "Type a name for the project"),
     ({"project_slug": "Churn Model"}, "Type lowercase letters and digits joined by single hyphens"),
-    ({"python_version": "3.9"}, "Invalid choice for 'python_version': '3.9' is not in ['3.11', '3.12', '3.13']"),
-    ({"author_email": "ada.example.com"}, "Validation error for question 'author_email': Type an email address"),
+    (
+        {"python_version": "3.9"},
+        "Invalid choice for 'python_version': '3.9' is not in ['3.11', '3.12', '3.13']",
+    ),
+    (
+        {"author_email": "ada.example.com"},
+        "Validation error for question 'author_email': Type an email address",
+    ),
     ({"author_email": "ada@localhost"}, "Type an email address such as ada@example.com"),
-    ({"dvc_remote": "ftp://files.example.com/dvc"}, "Unknown or incomplete remote URL 'ftp://files.example.com/dvc'"),
+    (
+        {"dvc_remote": "ftp://files.example.com/dvc"},
+        "Unknown or incomplete remote URL 'ftp://files.example.com/dvc'",
+    ),
     ({"dvc_remote": "s3://"}, "Unknown or incomplete remote URL 's3://'"),
-    ({"ci_provider": "jenkins"}, "Invalid choice for 'ci_provider': 'jenkins' is not in ['github', 'gitlab', 'none']"),
+    (
+        {"ci_provider": "jenkins"},
+        "Invalid choice for 'ci_provider': 'jenkins' is not in ['github', 'gitlab', 'none']",
+    ),
     ({"license": "GPL"}, "Invalid choice for 'license'"),
 ]
 

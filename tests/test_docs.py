@@ -4,7 +4,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from conftest import TEMPLATE
+from projects import TEMPLATE
 
 
 def test_docs_build_strictly(tmp_path):

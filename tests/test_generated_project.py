@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import yaml
-from conftest import run
+from projects import run
 
 BIN = Path(sys.executable).parent
 # Jinja left behind by a rendering mistake. GitHub's own `${{ ... }}` expressions are legitimate.
@@ -27,7 +27,9 @@ def test_setup_leaves_one_clean_commit(project):
     assert {"uv.lock", "dvc.lock", "data/raw.dvc", ".dvc/config", "reports/metrics.json"} <= tracked
     # Data and models live in DVC; git only has their hashes and DVC's ignore files.
     assert {path for path in tracked if path.startswith(("data/", "models/"))} == {
-        "data/raw.dvc", "data/.gitignore", "models/.gitignore"
+        "data/raw.dvc",
+        "data/.gitignore",
+        "models/.gitignore",
     }
 
 
@@ -35,7 +37,9 @@ def test_no_template_syntax_is_left(project):
     for relative in tracked_files(project):
         text = (project / relative).read_text(encoding="utf-8", errors="replace")
         match = LEFTOVER_JINJA.search(text)
-        assert match is None, f"{relative} still has template syntax: {text[match.start() - 40 :][:80]!r}"
+        assert match is None, (
+            f"{relative} still has template syntax: {text[match.start() - 40 :][:80]!r}"
+        )
 
 
 def test_answers_reach_the_project(project):
