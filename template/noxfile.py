@@ -8,6 +8,7 @@ packages, and nothing is resolved afresh. `uv run nox` runs the default sessions
 from __future__ import annotations
 
 import json
+import tomllib
 from pathlib import Path
 
 import nox
@@ -15,6 +16,10 @@ import nox
 nox.needs_version = ">=2026.10.20"
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["lint", "tests", "repro"]
+
+PACKAGE = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["uv"]["build-backend"][
+    "module-name"
+]
 
 
 def locked(session: nox.Session, *command: str, **options) -> str | bool:
@@ -63,6 +68,47 @@ def status(session: nox.Session) -> None:
     if stale:
         session.error(f"pipeline stages are out of date, run `uv run dvc repro`: {stale}")
     session.log("every stage is up to date with its data, code and params")
+
+
+def ops(session: nox.Session, verb: str) -> None:
+    """A lifecycle command of the project's CLI, with the session's arguments."""
+    locked(session, "python", "-m", f"{PACKAGE}.ops.cli", verb, *session.posargs)
+
+
+@nox.session
+def package(session: nox.Session) -> None:
+    """Build a bundle of the current pipeline outputs (`-- --allow-dirty` for a test build)."""
+    ops(session, "package")
+
+
+@nox.session
+def retrain(session: nox.Session) -> None:
+    """Retrain on the current data, publish the version, run the deploy gate, write the report."""
+    ops(session, "retrain")
+
+
+@nox.session
+def deploy(session: nox.Session) -> None:
+    """Promote a version: `-- --approved-by NAME [--version N] [--stage S] [--reason TEXT]`."""
+    ops(session, "deploy")
+
+
+@nox.session
+def rollback(session: nox.Session) -> None:
+    """Return a stage to its previous version: `-- --approved-by NAME --reason TEXT`."""
+    ops(session, "rollback")
+
+
+@nox.session
+def audit(session: nox.Session) -> None:
+    """Verify the registry's audit log and bundles, and print the history."""
+    ops(session, "audit")
+
+
+@nox.session
+def reproduce(session: nox.Session) -> None:
+    """Rebuild a version from its commit and data and compare: `-- --version N`."""
+    ops(session, "reproduce")
 
 
 def dvc_output(session: nox.Session, *arguments: str) -> str:

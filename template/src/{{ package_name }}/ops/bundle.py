@@ -1,0 +1,163 @@
+"""The bundle: one immutable zip with everything needed to serve, audit and rebuild a model.
+
+Members: the trained pipeline, the package code, the input schema (JSON), the environment lock,
+dvc.lock, params, metrics, holdout predictions and `manifest.json`, which records where it all
+came from (git commit, clean or dirty, data and model hashes, lock sha256, Python version) and the
+sha256 of every other member.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import platform
+import subprocess
+import zipfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .. import schema
+from .audit import sha256
+from .settings import Settings
+
+# The environment lock, whichever manager the project uses.
+LOCK_FILES = ("uv.lock", "conda-lock.yml")
+PROJECT_FILES = ("pyproject.toml", "dvc.lock", "params.yaml", *LOCK_FILES)
+MODEL_MEMBER = "model/model.joblib"
+PREDICTIONS_MEMBER = "reports/predictions.csv"
+# Fixed member times, so the zip's bytes depend on its content only.
+ZIP_TIME = (1980, 1, 1, 0, 0, 0)
+
+
+class BundleError(Exception):
+    """The bundle cannot be built or trusted; the message says what to do."""
+
+
+def git(settings: Settings, *arguments: str) -> str:
+    return subprocess.run(
+        ["git", *arguments], cwd=settings.project_dir, capture_output=True, text=True, check=True
+    ).stdout.strip()
+
+
+def stale_stages(settings: Settings) -> dict[str, Any]:
+    result = subprocess.run(
+        ["dvc", "status", "--json"], cwd=settings.project_dir, capture_output=True, text=True,
+        check=False,
+    )  # fmt: skip
+    if result.returncode != 0:
+        raise BundleError(f"`dvc status` failed: {result.stderr.strip()}")
+    return json.loads(result.stdout or "{}")
+
+
+def stage_hashes(dvc_lock: dict[str, Any]) -> dict[str, str]:
+    """path -> md5 of every dependency and output recorded in dvc.lock."""
+    hashes = {}
+    for stage in dvc_lock.get("stages", {}).values():
+        for entry in [*stage.get("deps", []), *stage.get("outs", [])]:
+            hashes[entry["path"]] = entry["md5"]
+    return hashes
+
+
+def schema_document() -> dict[str, Any]:
+    """The input contract as JSON, for consumers that do not run Python."""
+    return {
+        "features": [
+            {"name": f.name, "type": "number", "minimum": f.minimum, "maximum": f.maximum}
+            for f in schema.FEATURES
+        ],
+        "target": {"name": schema.TARGET, "values": list(schema.TARGET_VALUES)},
+    }
+
+
+def build(settings: Settings, *, allow_dirty: bool = False) -> tuple[bytes, dict[str, Any]]:
+    """The bundle's bytes and its manifest, for the pipeline outputs now in the project."""
+    stale = stale_stages(settings)
+    if stale:
+        raise BundleError(
+            f"the pipeline is out of date ({', '.join(stale)}): run `uv run dvc repro` "
+            "(or `nox -s retrain`) and commit dvc.lock first"
+        )
+    dirty = bool(git(settings, "status", "--porcelain"))
+    if dirty and not allow_dirty:
+        raise BundleError(
+            "the git tree has uncommitted changes, so this bundle could not be rebuilt: commit "
+            "them, or pass --allow-dirty for a bundle that can never be promoted"
+        )
+
+    root = settings.project_dir
+    members: dict[str, bytes] = {MODEL_MEMBER: settings.model_file.read_bytes()}
+    predictions = settings.reports_dir / "predictions.csv"
+    members[PREDICTIONS_MEMBER] = predictions.read_bytes()
+    members["reports/metrics.json"] = (settings.reports_dir / "metrics.json").read_bytes()
+    for name in PROJECT_FILES:
+        if (root / name).is_file():
+            members[name] = (root / name).read_bytes()
+    package_dir = root / "src" / settings.package
+    for path in sorted(package_dir.rglob("*.py")):
+        members[f"code/{path.relative_to(root / 'src').as_posix()}"] = path.read_bytes()
+    members["schema.json"] = json.dumps(schema_document(), indent=2).encode()
+
+    dvc_lock = yaml.safe_load(members["dvc.lock"])
+    lock_name = next(name for name in LOCK_FILES if name in members)
+    manifest = {
+        "model_name": settings.model_name,
+        "git_commit": git(settings, "rev-parse", "HEAD"),
+        "dirty": dirty,
+        "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
+        "python_version": platform.python_version(),
+        "data_hashes": {
+            path: md5 for path, md5 in stage_hashes(dvc_lock).items() if path.startswith("data/")
+        },
+        "model_md5": stage_hashes(dvc_lock)[settings.model_file.relative_to(root).as_posix()],
+        "params": yaml.safe_load(members["params.yaml"]),
+        "metrics": json.loads(members["reports/metrics.json"]),
+        "lock_file": lock_name,
+        "lock_sha256": sha256(members[lock_name]),
+        "members": {name: sha256(data) for name, data in sorted(members.items())},
+    }
+    members["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode()
+
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for name in sorted(members):
+            archive.writestr(zipfile.ZipInfo(name, ZIP_TIME), members[name])
+    return buffer.getvalue(), manifest
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """An opened bundle whose members have been checked against its manifest."""
+
+    manifest: dict[str, Any]
+    members: dict[str, bytes]
+
+    @classmethod
+    def open(cls, data: bytes) -> Bundle:
+        try:
+            with zipfile.ZipFile(io.BytesIO(data)) as archive:
+                members = {name: archive.read(name) for name in archive.namelist()}
+            manifest = json.loads(members.pop("manifest.json"))
+        except (zipfile.BadZipFile, KeyError, ValueError) as error:
+            raise BundleError(f"not a lab2prod bundle: {error}") from None
+        if manifest["members"] != {name: sha256(body) for name, body in sorted(members.items())}:
+            raise BundleError("a bundle member does not match the manifest's sha256")
+        return cls(manifest=manifest, members=members)
+
+    def load_model(self) -> Any:
+        import joblib  # heavy: only the commands that need the model pay for it
+
+        return joblib.load(io.BytesIO(self.members[MODEL_MEMBER]))
+
+
+def write(settings: Settings, data: bytes, manifest: dict[str, Any]) -> Path:
+    """Save a built bundle under build/bundles/, named by model, commit and hash."""
+    suffix = "-dirty" if manifest["dirty"] else ""
+    name = f"{settings.model_name}-{manifest['git_commit'][:12]}{suffix}-{sha256(data)[:12]}.zip"
+    path = settings.project_dir / "build" / "bundles" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return path

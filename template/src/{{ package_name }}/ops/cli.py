@@ -1,0 +1,202 @@
+"""The lifecycle commands: `python -m <package>.ops.cli VERB`; nox sessions and CI call these.
+
+    package    build a bundle of the current pipeline outputs
+    retrain    dvc repro, commit and push the results, package, gate, publish, report
+    deploy     promote a version to a stage, with an approver
+    rollback   return a stage to the version it served before
+    audit      verify the whole log and print the history
+    reproduce  rebuild a version from its commit and data and compare with the record
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from collections.abc import Callable
+
+from . import settings as project_settings
+from .audit import AuditError, Record, Refused
+from .bundle import Bundle, BundleError
+from .registry import DEFAULT_STAGE, Registry, State
+from .settings import Settings
+
+
+def git_identity(settings: Settings) -> list[str]:
+    """CI runners often have no git identity; commits made for them are signed by lab2prod."""
+    configured = subprocess.run(
+        ["git", "config", "user.email"], cwd=settings.project_dir, capture_output=True, check=False
+    )
+    return [] if configured.returncode == 0 else ["-c", "user.name=lab2prod", "-c", "user.email=lab2prod@localhost"]
+
+
+def current_actor(given: str | None) -> str:
+    """Who acts: as given, else the CI user, else the local user."""
+    for candidate in (given, os.environ.get("GITHUB_ACTOR"), os.environ.get("GITLAB_USER_LOGIN")):
+        if candidate:
+            return candidate
+    return os.environ.get("USER") or "unknown"
+
+
+def step(command: list[str], settings: Settings) -> str:
+    result = subprocess.run(
+        command, cwd=settings.project_dir, capture_output=True, text=True, check=False
+    )
+    if result.returncode != 0:
+        raise BundleError(f"`{' '.join(command)}` failed:\n{result.stdout}{result.stderr}")
+    return result.stdout
+
+
+def package(args: argparse.Namespace, settings: Settings) -> int:
+    from . import bundle
+
+    data, manifest = bundle.build(settings, allow_dirty=args.allow_dirty)
+    print(bundle.write(settings, data, manifest))
+    return 0
+
+
+def retrain(args: argparse.Namespace, settings: Settings) -> int:
+    import pandas as pd
+    import yaml
+
+    from . import bundle, gate, report
+
+    if not args.allow_dirty and step(["git", "status", "--porcelain"], settings).strip():
+        raise BundleError("commit or stash your changes first: retrain commits the pipeline results")
+    print("retrain: dvc repro", flush=True)
+    step(["dvc", "repro"], settings)
+    if not args.allow_dirty and step(["git", "status", "--porcelain"], settings).strip():
+        step(["git", "add", "--all"], settings)
+        step(["git", *git_identity(settings), "commit", "--quiet", "-m",
+              "Retrain: pipeline results on the current data"], settings)  # fmt: skip
+        print("retrain: committed the new dvc.lock and reports", flush=True)
+    step(["dvc", "push", "--quiet"], settings)
+
+    data, manifest = bundle.build(settings, allow_dirty=args.allow_dirty)
+    thresholds = yaml.safe_load((settings.project_dir / "params.yaml").read_text())["gate"]
+    registry = Registry(settings.registry, settings.model_name)
+    state = registry.state()
+    serving = state.serving(DEFAULT_STAGE)
+    production = Bundle.open(registry.bundle(serving, state)).load_model() if serving else None
+    candidate = Bundle.open(data).load_model()
+    result = gate.decide(
+        candidate, production, serving, pd.read_csv(settings.holdout_file), thresholds
+    )
+    record = registry.publish(data, manifest, result.summary(), current_actor(args.actor))
+    version = record.details["version"]
+    page = report.write(result, version, manifest, settings.reports_dir)
+    print(report.verdict(result, version))
+    print(f"report: {page}")
+    return 0 if result.passed else 1
+
+
+def deploy(args: argparse.Namespace, settings: Settings) -> int:
+    registry = Registry(settings.registry, settings.model_name)
+    record = registry.promote(args.version, args.stage, args.approved_by, args.reason)
+    details = record.details
+    print(f"version {details['version']} now serves in {details['stage']} "
+          f"(approved by {record.actor}; was {details['from_version'] or 'empty'})")  # fmt: skip
+    return 0
+
+
+def rollback(args: argparse.Namespace, settings: Settings) -> int:
+    registry = Registry(settings.registry, settings.model_name)
+    record = registry.rollback(args.stage, args.approved_by, args.reason)
+    details = record.details
+    print(f"{details['stage']} rolled back from version {details['from_version']} to "
+          f"{details['to_version']} (approved by {record.actor})")  # fmt: skip
+    return 0
+
+
+def history_row(record: Record, state: State) -> list[str]:
+    details = record.details
+    version = details.get("version") or details.get("to_version")
+    published = state.versions.get(version, {})
+    manifest = published.get("manifest", {})
+    gate = published.get("gate", {})
+    data = ",".join(md5[:8] for md5 in manifest.get("data_hashes", {}).values())
+    metric = f"{gate['metric']}={gate['candidate']:.4f}" if gate else ""
+    return [str(record.sequence), str(version or ""), record.action, details.get("stage", ""),
+            record.actor, record.at[:19], manifest.get("git_commit", "")[:10], data, metric]  # fmt: skip
+
+
+def audit(args: argparse.Namespace, settings: Settings) -> int:
+    registry = Registry(settings.registry, settings.model_name)
+    records, state = registry.verify()
+    header = ["#", "version", "action", "stage", "who", "when (UTC)", "commit", "data", "metric"]
+    rows = [header, *(history_row(record, state) for record in records)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
+    serving = ", ".join(f"{stage}: version {state.serving(stage)}" for stage in state.history)
+    print(f"\naudit log verified: {len(records)} records, {len(state.versions)} versions"
+          f"{'; ' + serving if serving else ''}")  # fmt: skip
+    return 0
+
+
+def reproduce(args: argparse.Namespace, settings: Settings) -> int:
+    from .reproduce import rebuild
+
+    registry = Registry(settings.registry, settings.model_name)
+    outcome = rebuild(settings, Bundle.open(registry.bundle(args.version)))
+    registry.record("reproduced", current_actor(args.actor), {"version": args.version, **outcome})
+    verdict = "matches" if outcome["matched"] else "does NOT match"
+    print(f"version {args.version} rebuilt from commit {outcome['git_commit'][:12]}: {verdict} "
+          f"the registry (model md5 {outcome['model_md5_rebuilt']}, recorded "
+          f"{outcome['model_md5_recorded']}; holdout predictions "
+          f"{'identical' if outcome['holdout_predictions_match'] else 'different'})")  # fmt: skip
+    return 0 if outcome["matched"] else 1
+
+
+def parser() -> argparse.ArgumentParser:
+    main = argparse.ArgumentParser(prog="ops", description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    verbs = main.add_subparsers(dest="verb", required=True)
+
+    def verb(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
+        sub = verbs.add_parser(name, help=help_text, description=help_text)
+        sub.set_defaults(handler=handler)
+        return sub
+
+    for name, handler, text in (
+        ("package", package, "build a bundle of the current pipeline outputs"),
+        ("retrain", retrain, "repro, commit, push, package, gate, publish and report"),
+    ):
+        sub = verb(name, handler, text)
+        sub.add_argument("--allow-dirty", action="store_true",
+                         help="build from uncommitted changes; such a bundle is never promotable")  # fmt: skip
+        sub.add_argument("--actor", help="who publishes (default: the CI user or $USER)")
+
+    sub = verb("deploy", deploy, "promote a version to a stage")
+    sub.add_argument("--version", type=int, help="default: the newest version that passed the gate")
+    sub.add_argument("--stage", default=DEFAULT_STAGE)
+    sub.add_argument("--approved-by", required=True, help="the person who approved it")
+    sub.add_argument("--reason", default="")
+
+    sub = verb("rollback", rollback, "return a stage to the version it served before")
+    sub.add_argument("--stage", default=DEFAULT_STAGE)
+    sub.add_argument("--approved-by", required=True, help="the person who approved it")
+    sub.add_argument("--reason", required=True)
+
+    verb("audit", audit, "verify the audit log and print the history")
+
+    sub = verb("reproduce", reproduce, "rebuild a version and compare it with the record")
+    sub.add_argument("--version", type=int, required=True)
+    sub.add_argument("--actor")
+    return main
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parser().parse_args(argv)
+    try:
+        return args.handler(args, project_settings.load())
+    except (Refused, BundleError) as error:
+        print(f"{args.verb}: refused: {error}", file=sys.stderr)
+    except AuditError as error:
+        print(f"{args.verb}: the audit log is broken: {error}", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,166 @@
+"""The model registry: bundles and their audit log on any fsspec filesystem (a directory, S3, ...).
+
+Layout under `<registry>/<model name>/`:
+    bundles/<sha256>.zip   every published bundle, named by its content hash
+    log/<sequence>.json    the audit log; which version serves in which stage is a fold over it
+
+A bundle is written before the record that publishes it, so a crash leaves at most an unnamed
+bundle that no record points to, never a visible half-version.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import fsspec
+
+from . import storage
+from .audit import AuditError, AuditLog, Record, Refused, sha256
+
+DEFAULT_STAGE = "production"
+
+
+@dataclass
+class State:
+    """What the log says now: every published version, and each stage's serving history."""
+
+    versions: dict[int, dict[str, Any]] = field(default_factory=dict)
+    history: dict[str, list[int]] = field(default_factory=dict)
+
+    def serving(self, stage: str) -> int | None:
+        served = self.history.get(stage)
+        return served[-1] if served else None
+
+    def newest_passing(self) -> int | None:
+        passing = [number for number, version in self.versions.items() if promotable(version)]
+        return max(passing, default=None)
+
+
+def promotable(version: dict[str, Any]) -> bool:
+    return version["gate"]["passed"] and not version["manifest"]["dirty"]
+
+
+def fold(records: list[Record]) -> State:
+    """Replay the log. A record that contradicts the state before it is tampering."""
+    state = State()
+    for record in records:
+        details = record.details
+        name = f"record {record.sequence:010d}.json"
+        if record.action == "published":
+            if details["version"] != len(state.versions) + 1:
+                raise AuditError(f"{name} publishes version {details['version']} out of order")
+            state.versions[details["version"]] = details
+        elif record.action == "promoted":
+            if details["version"] not in state.versions:
+                raise AuditError(f"{name} promotes unknown version {details['version']}")
+            state.history.setdefault(details["stage"], []).append(details["version"])
+        elif record.action == "rolled_back":
+            served = state.history.get(details["stage"], [])
+            if len(served) < 2 or served[-2] != details["to_version"]:
+                raise AuditError(f"{name} rolls back to a version the stage did not serve before")
+            served.pop()
+    return state
+
+
+class Registry:
+    def __init__(self, url: str, model_name: str) -> None:
+        self.url = url
+        self.fs, root = fsspec.core.url_to_fs(url)
+        self.root = f"{root.rstrip('/')}/{model_name}"
+        self.log = AuditLog(self.fs, f"{self.root}/log")
+
+    def bundle_path(self, digest: str) -> str:
+        return f"{self.root}/bundles/{digest}.zip"
+
+    def state(self) -> State:
+        return fold(self.log.records())
+
+    def publish(self, bundle: bytes, manifest: dict[str, Any], gate: dict[str, Any], actor: str):
+        digest = sha256(bundle)
+        storage.put(self.fs, self.bundle_path(digest), bundle)
+
+        def decide(records: list[Record]) -> dict[str, Any]:
+            version = len(fold(records).versions) + 1
+            return {"version": version, "bundle_sha256": digest, "manifest": manifest, "gate": gate}
+
+        return self.log.append("published", actor, decide)
+
+    def bundle(self, version: int, state: State | None = None) -> bytes:
+        """The bundle of a version, after checking its bytes against the published sha256."""
+        state = state or self.state()
+        if version not in state.versions:
+            raise Refused(f"version {version} is not in the registry; `nox -s audit` lists them")
+        expected = state.versions[version]["bundle_sha256"]
+        try:
+            data = self.fs.cat_file(self.bundle_path(expected))
+        except FileNotFoundError:
+            raise AuditError(f"the bundle of version {version} ({expected}) is missing") from None
+        if sha256(data) != expected:
+            raise AuditError(
+                f"the bundle of version {version} does not match its sha256 in the registry: "
+                "it was modified after publishing"
+            )
+        return data
+
+    def promote(
+        self, version: int | None, stage: str, approver: str, reason: str = ""
+    ) -> Record:
+        require_approver(approver)
+
+        def decide(records: list[Record]) -> dict[str, Any]:
+            state = fold(records)
+            chosen = version if version is not None else state.newest_passing()
+            if chosen is None:
+                raise Refused("no published version passed the gate; run `nox -s retrain`")
+            if chosen not in state.versions:
+                raise Refused(f"version {chosen} is not in the registry")
+            published = state.versions[chosen]
+            if published["manifest"]["dirty"]:
+                raise Refused(
+                    f"version {chosen} was built from uncommitted changes and can never be "
+                    "promoted; commit, then `nox -s retrain`"
+                )
+            if not published["gate"]["passed"]:
+                reasons = "; ".join(published["gate"]["reasons"])
+                raise Refused(f"version {chosen} failed the deploy gate ({reasons})")
+            if state.serving(stage) == chosen:
+                raise Refused(f"version {chosen} already serves in {stage}")
+            self.bundle(chosen, state)
+            return {"version": chosen, "stage": stage, "reason": reason,
+                    "from_version": state.serving(stage)}  # fmt: skip
+
+        return self.log.append("promoted", approver, decide)
+
+    def rollback(self, stage: str, approver: str, reason: str) -> Record:
+        require_approver(approver)
+        if not reason.strip():
+            raise Refused("a rollback needs a reason: --reason TEXT")
+
+        def decide(records: list[Record]) -> dict[str, Any]:
+            state = fold(records)
+            served = state.history.get(stage, [])
+            if len(served) < 2:
+                raise Refused(f"{stage} has no earlier version to roll back to")
+            self.bundle(served[-2], state)
+            return {"stage": stage, "from_version": served[-1], "to_version": served[-2],
+                    "reason": reason}  # fmt: skip
+
+        return self.log.append("rolled_back", approver, decide)
+
+    def record(self, action: str, actor: str, details: dict[str, Any]) -> Record:
+        """Append a record that changes no stage (scored, reproduced)."""
+        return self.log.append(action, actor, lambda records: details)
+
+    def verify(self) -> tuple[list[Record], State]:
+        """Check every record, every link, the fold, and every published bundle's sha256."""
+        records = self.log.records()
+        state = fold(records)
+        for number in state.versions:
+            self.bundle(number, state)
+        return records, state
+
+
+def require_approver(approver: str | None) -> None:
+    if not approver or not approver.strip():
+        raise Refused("promotion and rollback need an approver: --approved-by NAME")

@@ -1,0 +1,58 @@
+"""Rebuild a published version from its recorded commit and data, and compare with the record.
+
+The rebuild runs in a scratch git worktree at the bundle's commit, with the bundle's dvc.lock,
+its own environment synced from that commit's lock, and the data pulled from the DVC remote by
+hash. The result matches when the retrained model file and the holdout predictions are
+byte-identical to the ones in the bundle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from .bundle import PREDICTIONS_MEMBER, Bundle, BundleError
+from .settings import Settings
+
+
+def run(command: list[str], cwd: Path) -> None:
+    env = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise BundleError(
+            f"`{' '.join(command)}` failed while reproducing:\n{result.stdout}{result.stderr}"
+        )
+
+
+def rebuild(settings: Settings, bundle: Bundle) -> dict[str, Any]:
+    """Retrain the bundle's commit in a scratch worktree; say what matched."""
+    manifest = bundle.manifest
+    model_path = settings.model_file.relative_to(settings.project_dir)
+    predictions_path = (settings.reports_dir / "predictions.csv").relative_to(settings.project_dir)
+    with tempfile.TemporaryDirectory(prefix="reproduce-") as scratch:
+        worktree = Path(scratch) / "worktree"
+        run(["git", "worktree", "add", "--detach", str(worktree), manifest["git_commit"]],
+            cwd=settings.project_dir)  # fmt: skip
+        try:
+            (worktree / "dvc.lock").write_bytes(bundle.members["dvc.lock"])
+            run(["uv", "sync", "--locked", "--quiet"], cwd=worktree)
+            run(["uv", "run", "--no-sync", "dvc", "pull", "--quiet"], cwd=worktree)
+            run(["uv", "run", "--no-sync", "dvc", "repro", "--force", "--quiet"], cwd=worktree)
+            model_md5 = hashlib.md5((worktree / model_path).read_bytes()).hexdigest()
+            predictions = (worktree / predictions_path).read_bytes()
+        finally:
+            run(["git", "worktree", "remove", "--force", str(worktree)], cwd=settings.project_dir)
+    predictions_match = (
+        hashlib.sha256(predictions).hexdigest() == manifest["members"][PREDICTIONS_MEMBER]
+    )
+    return {
+        "matched": model_md5 == manifest["model_md5"] and predictions_match,
+        "git_commit": manifest["git_commit"],
+        "model_md5_recorded": manifest["model_md5"],
+        "model_md5_rebuilt": model_md5,
+        "holdout_predictions_match": predictions_match,
+    }

@@ -1,0 +1,44 @@
+"""Where the registry lives and what the model is called: `[tool.lab2prod]` in pyproject.toml.
+
+`LAB2PROD_REGISTRY` overrides the registry location, so CI or a laptop can point the same
+project at another store without an edit.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class Settings:
+    project_dir: Path
+    package: str
+    model_name: str
+    registry: str
+    model_file: Path  # the trained pipeline, an output of dvc.yaml's train stage
+    holdout_file: Path  # the rows every candidate and the production model are compared on
+    reports_dir: Path
+
+
+def load(project_dir: Path | None = None) -> Settings:
+    project_dir = (project_dir or Path.cwd()).resolve()
+    pyproject = tomllib.loads((project_dir / "pyproject.toml").read_text(encoding="utf-8"))
+    ours = pyproject.get("tool", {}).get("lab2prod", {})
+    package = __package__.split(".")[0]
+    registry = os.environ.get("LAB2PROD_REGISTRY") or ours.get("registry")
+    if not registry:
+        raise SystemExit("no registry configured: set [tool.lab2prod] registry in pyproject.toml")
+    if "://" not in registry and not Path(registry).is_absolute():
+        registry = str((project_dir / registry).resolve())
+    return Settings(
+        project_dir=project_dir,
+        package=package,
+        model_name=ours.get("model-name", package),
+        registry=registry,
+        model_file=project_dir / ours.get("model-file", "models/model.joblib"),
+        holdout_file=project_dir / ours.get("holdout-file", "data/prepared/holdout.csv"),
+        reports_dir=project_dir / ours.get("reports-dir", "reports"),
+    )
