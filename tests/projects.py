@@ -24,21 +24,23 @@ ANSWER_SETS: dict[str, dict[str, Any]] = {
 }
 
 
-def project_env() -> dict[str, str]:
+def project_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """The environment of a user's shell: no virtualenv of ours leaking in, bytecode cached as
     Python does by default, and no DVC usage reports from tests."""
     ours = {"VIRTUAL_ENV", "PYTHONDONTWRITEBYTECODE"}
     env = {name: value for name, value in os.environ.items() if name not in ours}
     env["DVC_NO_ANALYTICS"] = "1"
-    return env
+    return env | (extra or {})
 
 
-def run(*command: str | Path, cwd: Path, check: bool = True) -> subprocess.CompletedProcess[str]:
+def run(
+    *command: str | Path, cwd: Path, check: bool = True, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run a command in a generated project; on failure, show everything it printed."""
     result = subprocess.run(
         [str(part) for part in command],
         cwd=cwd,
-        env=project_env(),
+        env=project_env(env),
         capture_output=True,
         text=True,
         check=False,
@@ -51,11 +53,17 @@ def run(*command: str | Path, cwd: Path, check: bool = True) -> subprocess.Compl
     return result
 
 
-def render(destination: Path, answers: dict[str, Any], *, tasks: bool = True) -> Path:
+def render(
+    destination: Path,
+    answers: dict[str, Any],
+    *,
+    tasks: bool = True,
+    env: dict[str, str] | None = None,
+) -> Path:
     """`copier copy` of this checkout, including uncommitted changes (vcs_ref=HEAD)."""
     old_env = dict(os.environ)
     os.environ.clear()
-    os.environ.update(project_env())
+    os.environ.update(project_env(env))
     try:
         copier.run_copy(
             str(TEMPLATE),

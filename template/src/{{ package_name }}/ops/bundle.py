@@ -53,13 +53,13 @@ def stale_stages(settings: Settings) -> dict[str, Any]:
     return json.loads(result.stdout or "{}")
 
 
-def stage_hashes(dvc_lock: dict[str, Any]) -> dict[str, str]:
-    """path -> md5 of every dependency and output recorded in dvc.lock."""
-    hashes = {}
+def stage_hashes(dvc_lock: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+    """(inputs, outputs) recorded in dvc.lock: path -> md5. Inputs exclude stage outputs."""
+    deps, outs = {}, {}
     for stage in dvc_lock.get("stages", {}).values():
-        for entry in [*stage.get("deps", []), *stage.get("outs", [])]:
-            hashes[entry["path"]] = entry["md5"]
-    return hashes
+        deps.update({entry["path"]: entry["md5"] for entry in stage.get("deps", [])})
+        outs.update({entry["path"]: entry["md5"] for entry in stage.get("outs", [])})
+    return {path: md5 for path, md5 in deps.items() if path not in outs}, outs
 
 
 def schema_document() -> dict[str, Any]:
@@ -101,7 +101,7 @@ def build(settings: Settings, *, allow_dirty: bool = False) -> tuple[bytes, dict
         members[f"code/{path.relative_to(root / 'src').as_posix()}"] = path.read_bytes()
     members["schema.json"] = json.dumps(schema_document(), indent=2).encode()
 
-    dvc_lock = yaml.safe_load(members["dvc.lock"])
+    inputs, outputs = stage_hashes(yaml.safe_load(members["dvc.lock"]))
     lock_name = next(name for name in LOCK_FILES if name in members)
     manifest = {
         "model_name": settings.model_name,
@@ -109,10 +109,11 @@ def build(settings: Settings, *, allow_dirty: bool = False) -> tuple[bytes, dict
         "dirty": dirty,
         "created_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "python_version": platform.python_version(),
+        # The pipeline's source data: what it reads and no stage writes (code aside).
         "data_hashes": {
-            path: md5 for path, md5 in stage_hashes(dvc_lock).items() if path.startswith("data/")
+            path: md5 for path, md5 in inputs.items() if not path.startswith(("src/", "tests/"))
         },
-        "model_md5": stage_hashes(dvc_lock)[settings.model_file.relative_to(root).as_posix()],
+        "model_md5": outputs[settings.model_file.relative_to(root).as_posix()],
         "params": yaml.safe_load(members["params.yaml"]),
         "metrics": json.loads(members["reports/metrics.json"]),
         "lock_file": lock_name,

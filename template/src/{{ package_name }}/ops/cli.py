@@ -31,12 +31,14 @@ def git_identity(settings: Settings) -> list[str]:
     return [] if configured.returncode == 0 else ["-c", "user.name=lab2prod", "-c", "user.email=lab2prod@localhost"]
 
 
-def current_actor(given: str | None) -> str:
-    """Who acts: as given, else the CI user, else the local user."""
+def current_actor(given: str | None, settings: Settings) -> str:
+    """Who acts: as given, else the CI user, else git's user name, else the login name."""
     for candidate in (given, os.environ.get("GITHUB_ACTOR"), os.environ.get("GITLAB_USER_LOGIN")):
         if candidate:
             return candidate
-    return os.environ.get("USER") or "unknown"
+    configured = subprocess.run(["git", "config", "user.name"], cwd=settings.project_dir,
+                                capture_output=True, text=True, check=False)  # fmt: skip
+    return configured.stdout.strip() or os.environ.get("USER") or "unknown"
 
 
 def step(command: list[str], settings: Settings) -> str:
@@ -83,7 +85,7 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
     result = gate.decide(
         candidate, production, serving, pd.read_csv(settings.holdout_file), thresholds
     )
-    record = registry.publish(data, manifest, result.summary(), current_actor(args.actor))
+    record = registry.publish(data, manifest, result.summary(), current_actor(args.actor, settings))
     version = record.details["version"]
     page = report.write(result, version, manifest, settings.reports_dir)
     print(report.verdict(result, version))
@@ -140,7 +142,7 @@ def reproduce(args: argparse.Namespace, settings: Settings) -> int:
 
     registry = Registry(settings.registry, settings.model_name)
     outcome = rebuild(settings, Bundle.open(registry.bundle(args.version)))
-    registry.record("reproduced", current_actor(args.actor), {"version": args.version, **outcome})
+    registry.record("reproduced", current_actor(args.actor, settings), {"version": args.version, **outcome})
     verdict = "matches" if outcome["matched"] else "does NOT match"
     print(f"version {args.version} rebuilt from commit {outcome['git_commit'][:12]}: {verdict} "
           f"the registry (model md5 {outcome['model_md5_rebuilt']}, recorded "

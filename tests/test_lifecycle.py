@@ -1,0 +1,341 @@
+"""The lifecycle on a generated project: retrain, gate, deploy, rollback, audit, reproduce.
+
+Each backend (a local registry directory, and S3 served by moto on 127.0.0.1 holding both the
+DVC remote and the registry) gets one project that lives through the whole story; the tests
+after the story use its registry for races, crashes and tampering.
+"""
+
+from __future__ import annotations
+
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from projects import render, run
+
+BUCKET = "lab2prod"
+S3_ANSWERS = {"dvc_remote": f"s3://{BUCKET}/dvc", "registry": f"s3://{BUCKET}/registry"}
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="module")
+def s3_env() -> Iterator[dict[str, str]]:
+    """A real S3 protocol server on loopback, with an empty bucket."""
+    port = free_port()
+    server = subprocess.Popen(
+        [Path(sys.executable).parent / "moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        import boto3
+
+        boto3.client("s3", endpoint_url=env["AWS_ENDPOINT_URL"], region_name="us-east-1",
+                     aws_access_key_id="testing", aws_secret_access_key="testing",
+                     ).create_bucket(Bucket=BUCKET)  # fmt: skip
+        yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+class Project:
+    """A generated project and the environment its commands need (S3 credentials, say)."""
+
+    def __init__(self, path: Path, env: dict[str, str]) -> None:
+        self.path = path
+        self.env = env
+        self.package = yaml.safe_load((path / ".copier-answers.yml").read_text())["package_name"]
+
+    def nox(self, session: str, *arguments: str, check: bool = True):
+        return run("uv", "run", "--locked", "nox", "-s", session, "--", *arguments,
+                   cwd=self.path, env=self.env, check=check)  # fmt: skip
+
+    def ops(self, *arguments: str, check: bool = True, env: dict[str, str] | None = None):
+        """The project's CLI straight from .venv, as nox would call it but without nox's start."""
+        return run(self.path / ".venv" / "bin" / "python", "-m", f"{self.package}.ops.cli",
+                   *arguments, cwd=self.path, env=self.env | (env or {}), check=check)  # fmt: skip
+
+    def serving(self) -> int | None:
+        """The production version, as the audit reports it."""
+        tail = self.ops("audit").stdout.strip().splitlines()[-1]
+        return int(tail.rsplit("version ", 1)[1]) if "production: version" in tail else None
+
+    def add_rows(self, name: str, count: int, factor: float) -> None:
+        """New raw data: the first rows of the example, measured `factor` times larger."""
+        lines = (self.path / "data" / "raw" / "breast_cancer.csv").read_text().splitlines()
+        rows = []
+        for line in lines[1 : count + 1]:
+            *features, target = line.split(",")
+            rows.append(",".join([*(f"{float(v) * factor:.6g}" for v in features), target]))
+        (self.path / "data" / "raw" / name).write_text("\n".join([lines[0], *rows]) + "\n")
+        run("uv", "run", "dvc", "add", "data/raw", cwd=self.path, env=self.env)
+        run("git", "add", "--all", cwd=self.path)
+        run("git", "commit", "--quiet", "-m", f"Add {name}", cwd=self.path)
+
+
+def live_story(project: Project) -> dict[str, object]:
+    """generate -> retrain v1 -> deploy v1 -> new data -> retrain v2 -> deploy v2 -> rollback
+    -> audit -> reproduce v1 and v2. Returns what each step printed and the states between."""
+    seen: dict[str, object] = {}
+    seen["retrain v1"] = project.nox("retrain").stdout
+    seen["deploy v1"] = project.nox("deploy", "--approved-by", "Ada Lovelace").stdout
+    seen["after deploy v1"] = project.serving()
+    project.add_rows("april.csv", 60, 1.03)
+    seen["retrain v2"] = project.nox("retrain").stdout
+    seen["deploy v2"] = project.nox(
+        "deploy", "--approved-by", "Grace Hopper", "--reason", "April data"
+    ).stdout
+    seen["after deploy v2"] = project.serving()
+    seen["rollback"] = project.nox(
+        "rollback", "--approved-by", "Ada Lovelace", "--reason", "complaints about April"
+    ).stdout
+    seen["after rollback"] = project.serving()
+    seen["audit"] = project.nox("audit").stdout
+    seen["reproduce v1"] = project.nox("reproduce", "--version", "1").stdout
+    seen["reproduce v2"] = project.nox("reproduce", "--version", "2").stdout
+    return seen
+
+
+@pytest.fixture(scope="module", params=["local", "s3"])
+def lived(request, tmp_path_factory) -> tuple[Project, dict[str, object]]:
+    env = request.getfixturevalue("s3_env") if request.param == "s3" else {}
+    answers = S3_ANSWERS if request.param == "s3" else {}
+    path = render(tmp_path_factory.mktemp(request.param) / "project", answers, env=env)
+    project = Project(path, env)
+    return project, live_story(project)
+
+
+def test_the_whole_story(lived):
+    project, seen = lived
+    assert "Version 1 passed the deploy gate" in seen["retrain v1"]
+    assert seen["after deploy v1"] == 1
+    assert "Version 2 passed the deploy gate" in seen["retrain v2"]
+    assert seen["after deploy v2"] == 2
+    assert "production rolled back from version 2 to 1" in seen["rollback"]
+    assert seen["after rollback"] == 1
+    assert "audit log verified: 5 records, 2 versions; production: version 1" in seen["audit"]
+    for version in (1, 2):
+        assert f"version {version} rebuilt from commit" in seen[f"reproduce v{version}"]
+        assert "matches the registry" in seen[f"reproduce v{version}"]
+    history = project.ops("audit").stdout
+    assert "reproduced" in history and "Grace Hopper" in history
+    # The retrain committed its pipeline results, so every published version is rebuildable.
+    assert run("git", "status", "--porcelain", cwd=project.path).stdout == ""
+    report = (project.path / "reports" / "candidate.html").read_text()
+    assert "Version 2 passed the deploy gate" in report and "<svg" in report
+
+
+def test_deploy_needs_an_approver_and_a_known_version(lived):
+    project, _ = lived
+    refused = project.ops("deploy", "--approved-by", " ", check=False)
+    assert refused.returncode == 2
+    assert "need an approver: --approved-by NAME" in refused.stderr
+    missing = project.ops("deploy", "--version", "99", "--approved-by", "Ada", check=False)
+    assert "version 99 is not in the registry" in missing.stderr
+
+
+def audit_rows(audit_output: str) -> list[list[str]]:
+    """The history table's rows as cells: #, version, action, stage, who, ..."""
+    return [line.split() for line in audit_output.splitlines()[1:] if line[:1].isdigit()]
+
+
+def count(audit_output: str, action: str) -> int:
+    return sum(1 for cells in audit_rows(audit_output) if cells[2] == action)
+
+
+def replay(audit_output: str) -> int | None:
+    """An independent fold of the history table: a stack of production versions."""
+    served: list[int] = []
+    for cells in audit_rows(audit_output):
+        if cells[3] != "production":
+            continue
+        if cells[2] == "promoted":
+            served.append(int(cells[1]))
+        elif cells[2] == "rolled_back":
+            served.pop()
+            assert served[-1] == int(cells[1]), "a rollback went to a version that did not serve"
+    return served[-1] if served else None
+
+
+def test_sixteen_concurrent_deploys_and_rollbacks(lived):
+    project, _ = lived
+    records_before = len(audit_rows(project.ops("audit").stdout))
+    python = project.path / ".venv" / "bin" / "python"
+    workers = []
+    for worker in range(16):
+        if worker % 2:
+            verb = ["rollback", "--reason", "race test"]
+        else:
+            verb = ["deploy", "--version", str(1 + worker // 2 % 2)]
+        command = [python, "-m", f"{project.package}.ops.cli", *verb, "--approved-by",
+                   f"worker-{worker:02d}"]  # fmt: skip
+        workers.append(subprocess.Popen(
+            command, cwd=project.path, env=run_env(project), text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        ))  # fmt: skip
+    outcomes = {}
+    for worker, process in enumerate(workers):
+        out, err = process.communicate(timeout=300)
+        assert process.returncode in (0, 2), f"worker {worker} crashed:\n{out}{err}"
+        outcomes[f"worker-{worker:02d}"] = process.returncode == 0
+
+    after = project.ops("audit").stdout
+    actors = [cells[4] for cells in audit_rows(after) if cells[4].startswith("worker-")]
+    assert sorted(actors) == sorted(name for name, ok in outcomes.items() if ok)
+    assert len(audit_rows(after)) == records_before + sum(outcomes.values())
+    assert any(outcomes.values())
+    assert project.serving() == replay(after)
+
+
+def run_env(project: Project) -> dict[str, str]:
+    from projects import project_env
+
+    return project_env(project.env)
+
+
+CRASH_SCRIPT = """
+import os, signal, sys
+from {package}.ops import settings, storage
+from {package}.ops.registry import Registry
+
+point = sys.argv[1]
+config = settings.load()
+registry = Registry(config.registry, config.model_name)
+state = registry.state()
+first = state.versions[1]
+bundle = registry.bundle(1, state)
+
+def die(*args, **kwargs):
+    os.kill(os.getpid(), signal.SIGKILL)
+
+if point == "bundle half-written":
+    os.replace = die
+elif point == "bundle stored, no record":
+    storage.create = die
+elif point == "record half-written":
+    os.link = die
+elif point == "bundle upload in flight":
+    registry.fs.pipe_file = die
+registry.publish(bundle, first["manifest"], first["gate"], "crash-test")
+print("published")
+"""
+
+CRASH_POINTS = {
+    "local": ["bundle half-written", "bundle stored, no record", "record half-written"],
+    "s3": ["bundle upload in flight", "bundle stored, no record"],
+}
+
+
+def test_a_killed_publish_leaves_no_version_and_a_valid_log(lived, request):
+    project, _ = lived
+    backend = request.node.callspec.params["lived"]
+    script = CRASH_SCRIPT.format(package=project.package)
+    python = project.path / ".venv" / "bin" / "python"
+    versions = count(project.ops("audit").stdout, "published")
+    for point in CRASH_POINTS[backend]:
+        crashed = subprocess.run([python, "-c", script, point], cwd=project.path,
+                                 env=run_env(project), capture_output=True, text=True)  # fmt: skip
+        assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+        assert count(project.ops("audit").stdout, "published") == versions, point
+    finished = subprocess.run([python, "-c", script, "none"], cwd=project.path,
+                              env=run_env(project), capture_output=True, text=True)  # fmt: skip
+    assert finished.stdout.strip() == "published", finished.stderr
+    assert count(project.ops("audit").stdout, "published") == versions + 1
+
+
+def test_a_failed_gate_blocks_deploy(lived):
+    project, _ = lived
+    params = project.path / "params.yaml"
+    original = params.read_text()
+    params.write_text(original.replace("minimum: 0.97", "minimum: 0.99999"))
+    run("git", "commit", "--quiet", "-am", "Demand a perfect model", cwd=project.path)
+    try:
+        failed = project.nox("retrain", check=False)
+        assert failed.returncode != 0
+        assert "failed the deploy gate" in failed.stdout
+        assert "is below the minimum 0.99999" in failed.stdout
+        version = int(failed.stdout.split("Version ")[1].split(" failed")[0])
+        report = (project.path / "reports" / "candidate.md").read_text()
+        assert f"Version {version} failed the deploy gate" in report
+        refused = project.ops("deploy", "--version", str(version), "--approved-by", "Ada",
+                              check=False)  # fmt: skip
+        assert refused.returncode == 2
+        assert f"version {version} failed the deploy gate" in refused.stderr
+    finally:
+        params.write_text(original)
+        run("git", "commit", "--quiet", "-am", "Back to the usual gate", cwd=project.path)
+
+
+def tampered_audit(project: Project, tmp_path: Path, tamper) -> str:
+    """Audit a copy of the local registry after `tamper(model_dir)`; the error it reports."""
+    pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
+    registry = (project.path / pyproject["tool"]["lab2prod"]["registry"]).resolve()
+    copy = tmp_path / "registry"
+    shutil.copytree(registry, copy)
+    tamper(copy / project.package)
+    result = project.ops("audit", check=False, env={"LAB2PROD_REGISTRY": str(copy)})
+    assert result.returncode == 2, result.stdout
+    return result.stderr
+
+
+def edit_record(model: Path) -> None:
+    record = model / "log" / "0000000002.json"
+    record.write_text(record.read_text().replace("Ada Lovelace", "Mallory"))
+
+
+def swap_records(model: Path) -> None:
+    a, b = model / "log" / "0000000002.json", model / "log" / "0000000003.json"
+    a_text, b_text = a.read_text(), b.read_text()
+    a.write_text(b_text)
+    b.write_text(a_text)
+
+
+def change_bundle_byte(model: Path) -> None:
+    bundle = sorted((model / "bundles").iterdir())[0]
+    data = bytearray(bundle.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    bundle.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize(
+    ("tamper", "message"),
+    [
+        (edit_record, "record 0000000002.json was modified"),
+        (
+            lambda model: (model / "log" / "0000000002.json").unlink(),
+            "record 0000000002.json is missing",
+        ),
+        (swap_records, "record 0000000002.json says it is number 3: records were reordered"),
+        (change_bundle_byte, "does not match its sha256 in the registry"),
+    ],
+    ids=["edited", "deleted", "reordered", "bundle-byte"],
+)
+@pytest.mark.parametrize("lived", ["local"], indirect=True)
+def test_tampering_is_named_by_audit(lived, tmp_path, tamper, message):
+    project, _ = lived
+    assert message in tampered_audit(project, tmp_path, tamper)
