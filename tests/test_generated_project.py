@@ -92,6 +92,25 @@ def test_ci_files_match_the_answer_and_validate(project):
         assert paths, f"no {provider} CI file"
         run(BIN / "check-jsonschema", "--builtin-schema", schema_for[provider], *paths, cwd=project)
         text = "\n".join(path.read_text() for path in paths)
-        for session in ("lint", "tests", "status"):
+        for session in ("lint", "tests", "status", "retrain", "deploy", "rollback"):
             assert f"nox -s {session}" in text
         assert "uv lock --check" in text
+        # Deploy and rollback wait for a person: a protected environment that needs approval.
+        deploy_jobs = [job for job in jobs(paths) if "nox -s deploy" in json.dumps(job)]
+        assert deploy_jobs and all(job_needs_approval(provider, job) for job in deploy_jobs)
+
+
+def jobs(paths: list[Path]) -> list[dict]:
+    documents = [yaml.safe_load(path.read_text()) for path in paths]
+    found = []
+    for document in documents:
+        candidates = document.get("jobs", document)
+        found += [job for job in candidates.values() if isinstance(job, dict)]
+    return found
+
+
+def job_needs_approval(provider: str, job: dict) -> bool:
+    if provider == "github":
+        return job.get("environment") == "production"
+    manual = any(rule.get("when") == "manual" for rule in job.get("rules", []))
+    return manual and job.get("environment", {}).get("name") == "production"
