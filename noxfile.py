@@ -67,5 +67,6 @@ def demo(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Time rendering, generation with setup tasks and the pipeline (medians of 5 runs)."""
+    """Time generation, the pipeline, retrain + deploy and audit (medians of 5 runs)."""
     locked(session, "python", ROOT / "benchmarks" / "setup_times.py", *session.posargs)
+    locked(session, "python", ROOT / "benchmarks" / "lifecycle_times.py", *session.posargs)
