@@ -38,9 +38,27 @@ def tests(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Lint and check formatting of the template's own Python with ruff."""
+    """Ruff on the template's own Python and on a rendered project, with its own settings."""
     locked(session, "ruff", "check", *session.posargs)
     locked(session, "ruff", "format", "--check")
+    rendered = Path(session.create_tmp()) / "lint-project"
+    if rendered.exists():
+        shutil.rmtree(rendered)
+    locked(
+        session,
+        "copier",
+        "copy",
+        "--trust",
+        "--defaults",
+        "--quiet",
+        "--skip-tasks",
+        "--vcs-ref",
+        "HEAD",
+        ROOT,
+        rendered,
+    )
+    locked(session, "ruff", "check", "--config", rendered / "pyproject.toml", rendered)
+    locked(session, "ruff", "format", "--check", "--config", rendered / "pyproject.toml", rendered)
 
 
 @nox.session
@@ -56,9 +74,17 @@ def demo(session: nox.Session) -> None:
         shutil.rmtree(DEMO)
     project = DEMO / "demo-project"
     locked(
-        session, "copier", "copy", "--trust", "--defaults", "--vcs-ref", "HEAD", ROOT, project,
+        session,
+        "copier",
+        "copy",
+        "--trust",
+        "--defaults",
+        "--vcs-ref",
+        "HEAD",
+        ROOT,
+        project,
         env=project_env(),
-    )  # fmt: skip
+    )
     with session.chdir(project):
         session.run("uv", "run", "--locked", "nox", env=project_env())
         session.run("uv", "run", "--locked", "dvc", "metrics", "show", env=project_env())

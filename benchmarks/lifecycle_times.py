@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from projects import render, run  # noqa: E402  (the tests' helpers, not a package)
+from projects import render, run
 
 # Written inside the project's environment: extends the log with promote/rollback records
 # through the real encoder and create-if-absent write, then exits.
@@ -65,8 +65,17 @@ def append_rows(project: Path, run_number: int) -> None:
     (raw / f"batch-{run_number}.csv").write_text("\n".join([lines[0], *rows]) + "\n")
     run("uv", "run", "dvc", "add", "--quiet", "data/raw", cwd=project)
     run("git", "add", "--all", cwd=project)
-    run("git", "-c", "user.name=bench", "-c", "user.email=bench@localhost", "commit", "-qm",
-        f"batch {run_number}", cwd=project)  # fmt: skip
+    run(
+        "git",
+        "-c",
+        "user.name=bench",
+        "-c",
+        "user.email=bench@localhost",
+        "commit",
+        "-qm",
+        f"batch {run_number}",
+        cwd=project,
+    )
 
 
 def main() -> None:
@@ -89,8 +98,11 @@ def main() -> None:
             retrain = seconds(*nox, "retrain", cwd=project)
             deploy = seconds(*nox, "deploy", "--", "--approved-by", "bench", cwd=project)
             totals.append(retrain + deploy)
-            print(f"  run {number + 1}: retrain {retrain:.2f} s + deploy {deploy:.2f} s "
-                  f"= {retrain + deploy:.2f} s", flush=True)  # fmt: skip
+            print(
+                f"  run {number + 1}: retrain {retrain:.2f} s + deploy {deploy:.2f} s "
+                f"= {retrain + deploy:.2f} s",
+                flush=True,
+            )
         print(f"median {statistics.median(totals):.2f} s (target <= 20 s)\n")
 
         python = project / ".venv" / "bin" / "python"
@@ -103,12 +115,13 @@ def main() -> None:
             run(python, "-c", GROW_LOG.format(package=package), str(size), cwd=project)
             via_nox = seconds(*nox, "audit", cwd=project)
             direct = min(
-                seconds(python, "-m", f"{package}.ops.cli", "audit", cwd=project)
-                for _ in range(3)
+                seconds(python, "-m", f"{package}.ops.cli", "audit", cwd=project) for _ in range(3)
             )
             per_thousand = (direct - floor) / size * 1000
-            print(f"{size:>8} {via_nox:>11.2f} s {direct:>12.2f} s {per_thousand:>13.3f} s",
-                  flush=True)  # fmt: skip
+            print(
+                f"{size:>8} {via_nox:>11.2f} s {direct:>12.2f} s {per_thousand:>13.3f} s",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -24,9 +24,13 @@ COPIER = Path(sys.executable).parent / "copier"
 def timed(*command: str | Path, cwd: Path | None = None) -> float:
     start = time.perf_counter()
     subprocess.run(
-        [str(part) for part in command], cwd=cwd, env=project_env(), check=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        [str(part) for part in command],
+        cwd=cwd,
+        env=project_env(),
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - start
 
 
@@ -60,9 +64,10 @@ def main() -> None:
             first_repro = timed("uv", "run", "--locked", "nox", "-s", "repro", cwd=project)
             record("first nox -s repro", first_repro)
             record("copy + tasks + first repro", generate + first_repro)
-            record("nox -s repro -- --force", timed(
-                "uv", "run", "--locked", "nox", "-s", "repro", "--", "--force", cwd=project
-            ))  # fmt: skip
+            record(
+                "nox -s repro -- --force",
+                timed("uv", "run", "--locked", "nox", "-s", "repro", "--", "--force", cwd=project),
+            )
             record("no-op dvc repro", timed("uv", "run", "--locked", "dvc", "repro", cwd=project))
 
     targets = {

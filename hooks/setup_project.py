@@ -75,15 +75,27 @@ def main() -> int:
         run("uv", "lock", "--quiet", env=env)
         run("uv", "sync", "--locked", "--quiet", env=env)
         run(
-            "uv", "run", "--locked", "--no-sync", "python", str(HOOKS / "track_data.py"),
-            "--package", args.package, "--remote", args.remote,
+            "uv",
+            "run",
+            "--locked",
+            "--no-sync",
+            "python",
+            str(HOOKS / "track_data.py"),
+            "--package",
+            args.package,
+            "--remote",
+            args.remote,
             env=env,
-        )  # fmt: skip
+        )
         run("git", "add", "--all")
         run(
-            "git", *git_identity(args.author), "commit", "--quiet",
-            "--message", "Start the project from the lab2prod template",
-        )  # fmt: skip
+            "git",
+            *git_identity(args.author),
+            "commit",
+            "--quiet",
+            "--message",
+            "Start the project from the lab2prod template",
+        )
     except SetupError as error:
         print(f"\nlab2prod: project setup stopped.\n{error}", file=sys.stderr)
         return 1

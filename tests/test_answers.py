@@ -91,10 +91,23 @@ def test_missing_uv_stops_setup_with_install_advice(tmp_path):
     destination = tmp_path / "project"
     env = {**os.environ, "PATH": path_without(tmp_path, "uv")}
     result = subprocess.run(
-        [sys.executable, "-m", "copier", "copy", "--trust", "--defaults", "--vcs-ref", "HEAD",
-         str(TEMPLATE), str(destination)],
-        env=env, capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "copier",
+            "copy",
+            "--trust",
+            "--defaults",
+            "--vcs-ref",
+            "HEAD",
+            str(TEMPLATE),
+            str(destination),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode != 0
     assert "lab2prod needs these tools on PATH, and they are missing:" in result.stderr
     assert "uv: install uv with `pip install uv`" in result.stderr
@@ -103,11 +116,22 @@ def test_missing_uv_stops_setup_with_install_advice(tmp_path):
 
 def test_setup_names_every_missing_tool(tmp_path):
     result = subprocess.run(
-        [sys.executable, str(TEMPLATE / "hooks" / "setup_project.py"),
-         "--package", "demo", "--remote", "../storage", "--author", "Ada <ada@example.com>"],
-        cwd=tmp_path, env={**os.environ, "PATH": path_without(tmp_path, "git", "uv")},
-        capture_output=True, text=True, check=False,
-    )  # fmt: skip
+        [
+            sys.executable,
+            str(TEMPLATE / "hooks" / "setup_project.py"),
+            "--package",
+            "demo",
+            "--remote",
+            "../storage",
+            "--author",
+            "Ada <ada@example.com>",
+        ],
+        cwd=tmp_path,
+        env={**os.environ, "PATH": path_without(tmp_path, "git", "uv")},
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert result.returncode == 1
     assert "- git: install git" in result.stderr
     assert "- uv: install uv with `pip install uv`" in result.stderr

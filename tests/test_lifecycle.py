@@ -37,8 +37,9 @@ def s3_env() -> Iterator[dict[str, str]]:
     port = free_port()
     server = subprocess.Popen(
         [Path(sys.executable).parent / "moto_server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     env = {
         "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
         "AWS_ACCESS_KEY_ID": "testing",
@@ -80,13 +81,31 @@ class Project:
         self.package = yaml.safe_load((path / ".copier-answers.yml").read_text())["package_name"]
 
     def nox(self, session: str, *arguments: str, check: bool = True):
-        return run("uv", "run", "--locked", "nox", "-s", session, "--", *arguments,
-                   cwd=self.path, env=self.env, check=check)  # fmt: skip
+        return run(
+            "uv",
+            "run",
+            "--locked",
+            "nox",
+            "-s",
+            session,
+            "--",
+            *arguments,
+            cwd=self.path,
+            env=self.env,
+            check=check,
+        )
 
     def ops(self, *arguments: str, check: bool = True, env: dict[str, str] | None = None):
         """The project's CLI straight from .venv, as nox would call it but without nox's start."""
-        return run(self.path / ".venv" / "bin" / "python", "-m", f"{self.package}.ops.cli",
-                   *arguments, cwd=self.path, env=self.env | (env or {}), check=check)  # fmt: skip
+        return run(
+            self.path / ".venv" / "bin" / "python",
+            "-m",
+            f"{self.package}.ops.cli",
+            *arguments,
+            cwd=self.path,
+            env=self.env | (env or {}),
+            check=check,
+        )
 
     def serving(self) -> int | None:
         """The production version, as the audit reports it."""
@@ -209,12 +228,24 @@ def test_sixteen_concurrent_deploys_and_rollbacks(lived):
             verb = ["rollback", "--reason", "race test"]
         else:
             verb = ["deploy", "--version", str(1 + worker // 2 % 2)]
-        command = [python, "-m", f"{project.package}.ops.cli", *verb, "--approved-by",
-                   f"worker-{worker:02d}"]  # fmt: skip
-        workers.append(subprocess.Popen(
-            command, cwd=project.path, env=run_env(project), text=True,
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        ))  # fmt: skip
+        command = [
+            python,
+            "-m",
+            f"{project.package}.ops.cli",
+            *verb,
+            "--approved-by",
+            f"worker-{worker:02d}",
+        ]
+        workers.append(
+            subprocess.Popen(
+                command,
+                cwd=project.path,
+                env=run_env(project),
+                text=True,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+            )
+        )
     outcomes = {}
     for worker, process in enumerate(workers):
         out, err = process.communicate(timeout=300)
@@ -275,12 +306,22 @@ def test_a_killed_publish_leaves_no_version_and_a_valid_log(lived, request):
     python = project.path / ".venv" / "bin" / "python"
     versions = count(project.ops("audit").stdout, "published")
     for point in CRASH_POINTS[backend]:
-        crashed = subprocess.run([python, "-c", script, point], cwd=project.path,
-                                 env=run_env(project), capture_output=True, text=True)  # fmt: skip
+        crashed = subprocess.run(
+            [python, "-c", script, point],
+            cwd=project.path,
+            env=run_env(project),
+            capture_output=True,
+            text=True,
+        )
         assert crashed.returncode == -signal.SIGKILL, crashed.stderr
         assert count(project.ops("audit").stdout, "published") == versions, point
-    finished = subprocess.run([python, "-c", script, "none"], cwd=project.path,
-                              env=run_env(project), capture_output=True, text=True)  # fmt: skip
+    finished = subprocess.run(
+        [python, "-c", script, "none"],
+        cwd=project.path,
+        env=run_env(project),
+        capture_output=True,
+        text=True,
+    )
     assert finished.stdout.strip() == "published", finished.stderr
     assert count(project.ops("audit").stdout, "published") == versions + 1
 
@@ -301,8 +342,9 @@ def test_a_failed_gate_blocks_deploy(lived):
         version = int(failed.stdout.split("Version ")[1].split(" failed")[0])
         report = (project.path / "reports" / "candidate.md").read_text()
         assert f"Version {version} failed the deploy gate" in report
-        refused = project.ops("deploy", "--version", str(version), "--approved-by", "Ada",
-                              check=False)  # fmt: skip
+        refused = project.ops(
+            "deploy", "--version", str(version), "--approved-by", "Ada", check=False
+        )
         assert refused.returncode == 2
         assert f"version {version} failed the deploy gate" in refused.stderr
     finally:

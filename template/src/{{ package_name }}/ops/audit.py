@@ -49,7 +49,7 @@ class Record:
     sequence: int
     action: str
     actor: str
-    at: str
+    timestamp: str
     details: dict[str, Any]
     previous_sha256: str
     sha256: str
@@ -63,7 +63,7 @@ class Record:
                 sequence=body["sequence"],
                 action=body["action"],
                 actor=body["actor"],
-                at=body["at"],
+                timestamp=body["at"],
                 details=body["details"],
                 previous_sha256=body["previous_sha256"],
                 sha256=document["sha256"],
@@ -75,9 +75,7 @@ class Record:
         return record
 
 
-def encode(
-    sequence: int, action: str, actor: str, details: dict[str, Any], previous: str
-) -> bytes:
+def encode(sequence: int, action: str, actor: str, details: dict[str, Any], previous: str) -> bytes:
     body = {
         "sequence": sequence,
         "action": action,

@@ -45,9 +45,12 @@ def git(settings: Settings, *arguments: str) -> str:
 
 def stale_stages(settings: Settings) -> dict[str, Any]:
     result = subprocess.run(
-        ["dvc", "status", "--json"], cwd=settings.project_dir, capture_output=True, text=True,
+        ["dvc", "status", "--json"],
+        cwd=settings.project_dir,
+        capture_output=True,
+        text=True,
         check=False,
-    )  # fmt: skip
+    )
     if result.returncode != 0:
         raise BundleError(f"`dvc status` failed: {result.stderr.strip()}")
     return json.loads(result.stdout or "{}")

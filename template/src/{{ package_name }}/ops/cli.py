@@ -1,11 +1,11 @@
 """The lifecycle commands: `python -m <package>.ops.cli VERB`; nox sessions and CI call these.
 
-    package    build a bundle of the current pipeline outputs
-    retrain    dvc repro, commit and push the results, package, gate, publish, report
-    deploy     promote a version to a stage, with an approver
-    rollback   return a stage to the version it served before
-    audit      verify the whole log and print the history
-    reproduce  rebuild a version from its commit and data and compare with the record
+package    build a bundle of the current pipeline outputs
+retrain    dvc repro, commit and push the results, package, gate, publish, report
+deploy     promote a version to a stage, with an approver
+rollback   return a stage to the version it served before
+audit      verify the whole log and print the history
+reproduce  rebuild a version from its commit and data and compare with the record
 """
 
 from __future__ import annotations
@@ -28,7 +28,11 @@ def git_identity(settings: Settings) -> list[str]:
     configured = subprocess.run(
         ["git", "config", "user.email"], cwd=settings.project_dir, capture_output=True, check=False
     )
-    return [] if configured.returncode == 0 else ["-c", "user.name=lab2prod", "-c", "user.email=lab2prod@localhost"]
+    return (
+        []
+        if configured.returncode == 0
+        else ["-c", "user.name=lab2prod", "-c", "user.email=lab2prod@localhost"]
+    )
 
 
 def current_actor(given: str | None, settings: Settings) -> str:
@@ -36,8 +40,13 @@ def current_actor(given: str | None, settings: Settings) -> str:
     for candidate in (given, os.environ.get("GITHUB_ACTOR"), os.environ.get("GITLAB_USER_LOGIN")):
         if candidate:
             return candidate
-    configured = subprocess.run(["git", "config", "user.name"], cwd=settings.project_dir,
-                                capture_output=True, text=True, check=False)  # fmt: skip
+    configured = subprocess.run(
+        ["git", "config", "user.name"],
+        cwd=settings.project_dir,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     return configured.stdout.strip() or os.environ.get("USER") or "unknown"
 
 
@@ -65,13 +74,24 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
     from . import bundle, gate, report
 
     if not args.allow_dirty and step(["git", "status", "--porcelain"], settings).strip():
-        raise BundleError("commit or stash your changes first: retrain commits the pipeline results")
+        raise BundleError(
+            "commit or stash your changes first: retrain commits the pipeline results"
+        )
     print("retrain: dvc repro", flush=True)
     step(["dvc", "repro"], settings)
     if not args.allow_dirty and step(["git", "status", "--porcelain"], settings).strip():
         step(["git", "add", "--all"], settings)
-        step(["git", *git_identity(settings), "commit", "--quiet", "-m",
-              "Retrain: pipeline results on the current data"], settings)  # fmt: skip
+        step(
+            [
+                "git",
+                *git_identity(settings),
+                "commit",
+                "--quiet",
+                "-m",
+                "Retrain: pipeline results on the current data",
+            ],
+            settings,
+        )
         print("retrain: committed the new dvc.lock and reports", flush=True)
     step(["dvc", "push", "--quiet"], settings)
 
@@ -97,8 +117,10 @@ def deploy(args: argparse.Namespace, settings: Settings) -> int:
     registry = Registry(settings.registry, settings.model_name)
     record = registry.promote(args.version, args.stage, args.approved_by, args.reason)
     details = record.details
-    print(f"version {details['version']} now serves in {details['stage']} "
-          f"(approved by {record.actor}; was {details['from_version'] or 'empty'})")  # fmt: skip
+    print(
+        f"version {details['version']} now serves in {details['stage']} "
+        f"(approved by {record.actor}; was {details['from_version'] or 'empty'})"
+    )
     return 0
 
 
@@ -106,8 +128,10 @@ def rollback(args: argparse.Namespace, settings: Settings) -> int:
     registry = Registry(settings.registry, settings.model_name)
     record = registry.rollback(args.stage, args.approved_by, args.reason)
     details = record.details
-    print(f"{details['stage']} rolled back from version {details['from_version']} to "
-          f"{details['to_version']} (approved by {record.actor})")  # fmt: skip
+    print(
+        f"{details['stage']} rolled back from version {details['from_version']} to "
+        f"{details['to_version']} (approved by {record.actor})"
+    )
     return 0
 
 
@@ -119,8 +143,17 @@ def history_row(record: Record, state: State) -> list[str]:
     gate = published.get("gate", {})
     data = ",".join(md5[:8] for md5 in manifest.get("data_hashes", {}).values())
     metric = f"{gate['metric']}={gate['candidate']:.4f}" if gate else ""
-    return [str(record.sequence), str(version or ""), record.action, details.get("stage", ""),
-            record.actor, record.at[:19], manifest.get("git_commit", "")[:10], data, metric]  # fmt: skip
+    return [
+        str(record.sequence),
+        str(version or ""),
+        record.action,
+        details.get("stage", ""),
+        record.actor,
+        record.timestamp[:19],
+        manifest.get("git_commit", "")[:10],
+        data,
+        metric,
+    ]
 
 
 def audit(args: argparse.Namespace, settings: Settings) -> int:
@@ -132,8 +165,10 @@ def audit(args: argparse.Namespace, settings: Settings) -> int:
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     serving = ", ".join(f"{stage}: version {state.serving(stage)}" for stage in state.history)
-    print(f"\naudit log verified: {len(records)} records, {len(state.versions)} versions"
-          f"{'; ' + serving if serving else ''}")  # fmt: skip
+    print(
+        f"\naudit log verified: {len(records)} records, {len(state.versions)} versions"
+        f"{'; ' + serving if serving else ''}"
+    )
     return 0
 
 
@@ -142,18 +177,23 @@ def reproduce(args: argparse.Namespace, settings: Settings) -> int:
 
     registry = Registry(settings.registry, settings.model_name)
     outcome = rebuild(settings, Bundle.open(registry.bundle(args.version)))
-    registry.record("reproduced", current_actor(args.actor, settings), {"version": args.version, **outcome})
+    registry.record(
+        "reproduced", current_actor(args.actor, settings), {"version": args.version, **outcome}
+    )
     verdict = "matches" if outcome["matched"] else "does NOT match"
-    print(f"version {args.version} rebuilt from commit {outcome['git_commit'][:12]}: {verdict} "
-          f"the registry (model md5 {outcome['model_md5_rebuilt']}, recorded "
-          f"{outcome['model_md5_recorded']}; holdout predictions "
-          f"{'identical' if outcome['holdout_predictions_match'] else 'different'})")  # fmt: skip
+    print(
+        f"version {args.version} rebuilt from commit {outcome['git_commit'][:12]}: {verdict} "
+        f"the registry (model md5 {outcome['model_md5_rebuilt']}, recorded "
+        f"{outcome['model_md5_recorded']}; holdout predictions "
+        f"{'identical' if outcome['holdout_predictions_match'] else 'different'})"
+    )
     return 0 if outcome["matched"] else 1
 
 
 def parser() -> argparse.ArgumentParser:
-    main = argparse.ArgumentParser(prog="ops", description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    main = argparse.ArgumentParser(
+        prog="ops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     verbs = main.add_subparsers(dest="verb", required=True)
 
     def verb(name: str, handler: Callable[..., int], help_text: str) -> argparse.ArgumentParser:
@@ -166,8 +206,11 @@ def parser() -> argparse.ArgumentParser:
         ("retrain", retrain, "repro, commit, push, package, gate, publish and report"),
     ):
         sub = verb(name, handler, text)
-        sub.add_argument("--allow-dirty", action="store_true",
-                         help="build from uncommitted changes; such a bundle is never promotable")  # fmt: skip
+        sub.add_argument(
+            "--allow-dirty",
+            action="store_true",
+            help="build from uncommitted changes; such a bundle is never promotable",
+        )
         sub.add_argument("--actor", help="who publishes (default: the CI user or $USER)")
 
     sub = verb("deploy", deploy, "promote a version to a stage")

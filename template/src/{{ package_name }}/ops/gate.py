@@ -25,7 +25,9 @@ SCORES = {
     "recall": lambda actual, predicted, probability: metrics.recall_score(
         actual, predicted, zero_division=0
     ),
-    "f1": lambda actual, predicted, probability: metrics.f1_score(actual, predicted, zero_division=0),
+    "f1": lambda actual, predicted, probability: metrics.f1_score(
+        actual, predicted, zero_division=0
+    ),
 }
 
 
@@ -78,8 +80,12 @@ def evaluate_model(model: Any, holdout: pd.DataFrame) -> Evaluation:
     return Evaluation(
         scores=scores,
         roc=[(round(float(x), 4), round(float(y), 4)) for x, y in zip(fpr, tpr, strict=True)],
-        confusion={"true_negative": int(tn), "false_positive": int(fp),
-                   "false_negative": int(fn), "true_positive": int(tp)},  # fmt: skip
+        confusion={
+            "true_negative": int(tn),
+            "false_positive": int(fp),
+            "false_negative": int(fn),
+            "true_positive": int(tp),
+        },
     )
 
 

@@ -103,9 +103,7 @@ class Registry:
             )
         return data
 
-    def promote(
-        self, version: int | None, stage: str, approver: str, reason: str = ""
-    ) -> Record:
+    def promote(self, version: int | None, stage: str, approver: str, reason: str = "") -> Record:
         require_approver(approver)
 
         def decide(records: list[Record]) -> dict[str, Any]:
@@ -127,8 +125,12 @@ class Registry:
             if state.serving(stage) == chosen:
                 raise Refused(f"version {chosen} already serves in {stage}")
             self.bundle(chosen, state)
-            return {"version": chosen, "stage": stage, "reason": reason,
-                    "from_version": state.serving(stage)}  # fmt: skip
+            return {
+                "version": chosen,
+                "stage": stage,
+                "reason": reason,
+                "from_version": state.serving(stage),
+            }
 
         return self.log.append("promoted", approver, decide)
 
@@ -143,8 +145,12 @@ class Registry:
             if len(served) < 2:
                 raise Refused(f"{stage} has no earlier version to roll back to")
             self.bundle(served[-2], state)
-            return {"stage": stage, "from_version": served[-1], "to_version": served[-2],
-                    "reason": reason}  # fmt: skip
+            return {
+                "stage": stage,
+                "from_version": served[-1],
+                "to_version": served[-2],
+                "reason": reason,
+            }
 
         return self.log.append("rolled_back", approver, decide)
 

@@ -30,9 +30,11 @@ CONFUSION_NAMES = {
 def verdict(result: GateResult, version: int) -> str:
     if result.passed:
         return f"Version {version} passed the deploy gate and can be deployed with approval."
-    return f"Version {version} failed the deploy gate and cannot be deployed: " + "; ".join(
-        result.reasons
-    ) + "."
+    return (
+        f"Version {version} failed the deploy gate and cannot be deployed: "
+        + "; ".join(result.reasons)
+        + "."
+    )
 
 
 def metric_rows(result: GateResult) -> list[tuple[str, str, str, str]]:
@@ -43,14 +45,14 @@ def metric_rows(result: GateResult) -> list[tuple[str, str, str, str]]:
             rows.append((label, f"{candidate:.4f}", "none yet", ""))
             continue
         production = result.production.scores[key]
-        rows.append((label, f"{candidate:.4f}", f"{production:.4f}", f"{candidate - production:+.4f}"))
+        rows.append(
+            (label, f"{candidate:.4f}", f"{production:.4f}", f"{candidate - production:+.4f}")
+        )
     return rows
 
 
 def markdown(result: GateResult, version: int, manifest: dict[str, Any]) -> str:
-    production = (
-        f"version {result.production_version}" if result.production_version else "none yet"
-    )
+    production = f"version {result.production_version}" if result.production_version else "none yet"
     lines = [
         f"# Candidate model: version {version}",
         "",

@@ -35,8 +35,10 @@ def rebuild(settings: Settings, bundle: Bundle) -> dict[str, Any]:
     predictions_path = (settings.reports_dir / "predictions.csv").relative_to(settings.project_dir)
     with tempfile.TemporaryDirectory(prefix="reproduce-") as scratch:
         worktree = Path(scratch) / "worktree"
-        run(["git", "worktree", "add", "--detach", str(worktree), manifest["git_commit"]],
-            cwd=settings.project_dir)  # fmt: skip
+        run(
+            ["git", "worktree", "add", "--detach", str(worktree), manifest["git_commit"]],
+            cwd=settings.project_dir,
+        )
         try:
             (worktree / "dvc.lock").write_bytes(bundle.members["dvc.lock"])
             run(["uv", "sync", "--locked", "--quiet"], cwd=worktree)
