@@ -7,6 +7,7 @@ after the story use its registry for races, crashes and tampering.
 
 from __future__ import annotations
 
+import json
 import shutil
 import signal
 import socket
@@ -14,6 +15,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -352,12 +354,15 @@ def test_a_failed_gate_blocks_deploy(lived):
         run("git", "commit", "--quiet", "-am", "Back to the usual gate", cwd=project.path)
 
 
+def local_registry(project: Project) -> Path:
+    pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
+    return (project.path / pyproject["tool"]["lab2prod"]["registry"]).resolve()
+
+
 def tampered_audit(project: Project, tmp_path: Path, tamper) -> str:
     """Audit a copy of the local registry after `tamper(model_dir)`; the error it reports."""
-    pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
-    registry = (project.path / pyproject["tool"]["lab2prod"]["registry"]).resolve()
     copy = tmp_path / "registry"
-    shutil.copytree(registry, copy)
+    shutil.copytree(local_registry(project), copy)
     tamper(copy / project.package)
     result = project.ops("audit", check=False, env={"LAB2PROD_REGISTRY": str(copy)})
     assert result.returncode == 2, result.stdout
@@ -376,11 +381,14 @@ def swap_records(model: Path) -> None:
     b.write_text(a_text)
 
 
-def change_bundle_byte(model: Path) -> None:
-    bundle = sorted((model / "bundles").glob("*.zip"))[0]
+def change_bundle_byte_of(bundle: Path) -> None:
     data = bytearray(bundle.read_bytes())
     data[len(data) // 2] ^= 0x01
     bundle.write_bytes(bytes(data))
+
+
+def change_bundle_byte(model: Path) -> None:
+    change_bundle_byte_of(sorted((model / "bundles").glob("*.zip"))[0])
 
 
 @pytest.mark.parametrize(
@@ -400,3 +408,61 @@ def change_bundle_byte(model: Path) -> None:
 def test_tampering_is_named_by_audit(lived, tmp_path, tamper, message):
     project, _ = lived
     assert message in tampered_audit(project, tmp_path, tamper)
+
+
+@pytest.mark.parametrize("lived", ["local"], indirect=True)
+def test_deploy_checks_the_bundle_hash_first(lived, tmp_path):
+    project, _ = lived
+    copy = tmp_path / "registry"
+    shutil.copytree(local_registry(project), copy)
+    state_before = project.ops("audit", env={"LAB2PROD_REGISTRY": str(copy)}).stdout
+    for bundle in (copy / project.package / "bundles").glob("*.zip"):
+        change_bundle_byte_of(bundle)
+    refused = project.ops(
+        "deploy",
+        "--version",
+        "2",
+        "--approved-by",
+        "Ada",
+        check=False,
+        env={"LAB2PROD_REGISTRY": str(copy)},
+    )
+    assert refused.returncode == 2
+    assert "the bundle of version 2 does not match its sha256 in the registry" in refused.stderr
+    records = sorted((copy / project.package / "log").glob("*.json"))
+    assert len(records) == len(audit_rows(state_before)), "a refused deploy wrote a record"
+
+
+@pytest.mark.parametrize("lived", ["local"], indirect=True)
+def test_package_refuses_stale_or_uncommitted_work(lived):
+    project, _ = lived
+    params = project.path / "params.yaml"
+    readme = project.path / "README.md"
+    try:
+        params.write_text(params.read_text().replace("C: 1.0", "C: 0.5"))
+        stale = project.nox("package", check=False)
+        assert stale.returncode != 0
+        assert "the pipeline is out of date (train" in stale.stderr
+        assert "run `uv run dvc repro`" in stale.stderr
+        run("git", "checkout", "params.yaml", cwd=project.path)
+
+        readme.write_text(readme.read_text() + "\nA note.\n")
+        dirty = project.nox("package", check=False)
+        assert "the git tree has uncommitted changes" in dirty.stderr
+        assert "--allow-dirty" in dirty.stderr
+        built = Path(project.nox("package", "--allow-dirty").stdout.strip().splitlines()[-1])
+        with zipfile.ZipFile(built) as bundle:
+            manifest = json.loads(bundle.read("manifest.json"))
+        assert manifest["dirty"] is True
+        assert {"model/model.joblib", "uv.lock", "dvc.lock", "schema.json"} <= set(
+            manifest["members"]
+        )
+
+        published = project.nox("retrain", "--allow-dirty")
+        version = int(published.stdout.split("Version ")[1].split(" passed")[0])
+        refused = project.ops(
+            "deploy", "--version", str(version), "--approved-by", "Ada", check=False
+        )
+        assert f"version {version} was built from uncommitted changes" in refused.stderr
+    finally:
+        run("git", "checkout", "params.yaml", "README.md", cwd=project.path)
