@@ -21,8 +21,10 @@ DEMO = ROOT / "build" / "demo"
 
 def locked(session: nox.Session, *command: str | Path, **options) -> str | bool:
     """Run a command in the template's .venv after syncing it to uv.lock."""
-    session.run("uv", "sync", "--locked", "--quiet")
-    return session.run("uv", "run", "--no-sync", *map(str, command), **options)
+    session.run("uv", "sync", "--locked", "--quiet", "--project", str(ROOT))
+    return session.run(
+        "uv", "run", "--project", str(ROOT), "--no-sync", *map(str, command), **options
+    )
 
 
 def project_env() -> dict[str, str | None]:
@@ -57,8 +59,9 @@ def lint(session: nox.Session) -> None:
         ROOT,
         rendered,
     )
-    locked(session, "ruff", "check", "--config", rendered / "pyproject.toml", rendered)
-    locked(session, "ruff", "format", "--check", "--config", rendered / "pyproject.toml", rendered)
+    with session.chdir(rendered):
+        locked(session, "ruff", "check", ".")
+        locked(session, "ruff", "format", "--check", ".")
 
 
 @nox.session

@@ -19,6 +19,15 @@ METRIC_NAMES = {
     "recall": "Recall (real cases that were flagged)",
     "f1": "F1 (balance of precision and recall)",
 }
+STYLE = """
+body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; color: #222; }
+.verdict { padding: 1rem; border-radius: 6px; font-size: 1.2rem; }
+.pass { background: #e6f4ea; border: 1px solid #2da44e; }
+.fail { background: #fdecea; border: 1px solid #cf222e; }
+table { border-collapse: collapse; margin: 1rem 0; }
+td, th { border: 1px solid #ddd; padding: 0.4rem 0.8rem; text-align: left; }
+.side { display: flex; gap: 2rem; flex-wrap: wrap; align-items: flex-start; }
+"""
 CONFUSION_NAMES = {
     "true_positive": "Real cases flagged",
     "false_negative": "Real cases missed",
@@ -129,15 +138,7 @@ def html(result: GateResult, version: int, manifest: dict[str, Any]) -> str:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Candidate model: version {version}</title>
-<style>
-body {{ font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; color: #222; }}
-.verdict {{ padding: 1rem; border-radius: 6px; font-size: 1.2rem; }}
-.pass {{ background: #e6f4ea; border: 1px solid #2da44e; }}
-.fail {{ background: #fdecea; border: 1px solid #cf222e; }}
-table {{ border-collapse: collapse; margin: 1rem 0; }}
-td, th {{ border: 1px solid #ddd; padding: 0.4rem 0.8rem; text-align: left; }}
-.side {{ display: flex; gap: 2rem; flex-wrap: wrap; align-items: flex-start; }}
-</style></head><body>
+<style>{STYLE}</style></head><body>
 <h1>Candidate model: version {version}</h1>
 <p class="verdict {status}">{escape(verdict(result, version))}</p>
 <p>Both models were scored on the same {sum(result.candidate.confusion.values())} holdout rows.
