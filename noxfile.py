@@ -32,6 +32,14 @@ def project_env() -> dict[str, str | None]:
     return {"VIRTUAL_ENV": None, "PYTHONDONTWRITEBYTECODE": None}
 
 
+def copy_template(session: nox.Session, destination: Path, *flags: str) -> None:
+    """`copier copy` of this checkout, uncommitted changes included, with default answers."""
+    if destination.exists():
+        shutil.rmtree(destination)
+    copy = ["copier", "copy", "--trust", "--defaults", "--vcs-ref", "HEAD", *flags]
+    locked(session, *copy, ROOT, destination, env=project_env())
+
+
 @nox.session
 def tests(session: nox.Session) -> None:
     """Run the template's test suite (renders projects and runs their lifecycle)."""
@@ -44,21 +52,7 @@ def lint(session: nox.Session) -> None:
     locked(session, "ruff", "check", *session.posargs)
     locked(session, "ruff", "format", "--check")
     rendered = Path(session.create_tmp()) / "lint-project"
-    if rendered.exists():
-        shutil.rmtree(rendered)
-    locked(
-        session,
-        "copier",
-        "copy",
-        "--trust",
-        "--defaults",
-        "--quiet",
-        "--skip-tasks",
-        "--vcs-ref",
-        "HEAD",
-        ROOT,
-        rendered,
-    )
+    copy_template(session, rendered, "--quiet", "--skip-tasks")
     with session.chdir(rendered):
         locked(session, "ruff", "check", ".")
         locked(session, "ruff", "format", "--check", ".")
@@ -74,23 +68,18 @@ def docs(session: nox.Session) -> None:
 def demo(session: nox.Session) -> None:
     """Generate a project with default answers into build/demo/ and run its lifecycle."""
     if DEMO.exists():
-        shutil.rmtree(DEMO)
+        shutil.rmtree(DEMO)  # the project, its DVC remote and its registry
     project = DEMO / "demo-project"
-    locked(
-        session,
-        "copier",
-        "copy",
-        "--trust",
-        "--defaults",
-        "--vcs-ref",
-        "HEAD",
-        ROOT,
-        project,
-        env=project_env(),
-    )
+    copy_template(session, project)
     with session.chdir(project):
-        session.run("uv", "run", "--locked", "nox", env=project_env())
-        session.run("uv", "run", "--locked", "dvc", "metrics", "show", env=project_env())
+        for step in (
+            ["nox"],  # lint, tests, repro
+            ["dvc", "metrics", "show"],
+            ["nox", "-s", "retrain"],
+            ["nox", "-s", "deploy", "--", "--approved-by", "demo", "--reason", "first model"],
+            ["nox", "-s", "audit"],
+        ):
+            session.run("uv", "run", "--locked", *step, env=project_env())
     session.log(f"the demo project is in {project}; its README says what to try next")
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import json
 import platform
-import subprocess
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -21,6 +20,7 @@ from typing import Any
 import yaml
 
 from .. import schema
+from . import commands
 from .audit import sha256
 from .settings import Settings
 
@@ -38,22 +38,11 @@ class BundleError(Exception):
 
 
 def git(settings: Settings, *arguments: str) -> str:
-    return subprocess.run(
-        ["git", *arguments], cwd=settings.project_dir, capture_output=True, text=True, check=True
-    ).stdout.strip()
+    return commands.run(["git", *arguments], settings.project_dir).strip()
 
 
 def stale_stages(settings: Settings) -> dict[str, Any]:
-    result = subprocess.run(
-        ["dvc", "status", "--json"],
-        cwd=settings.project_dir,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if result.returncode != 0:
-        raise BundleError(f"`dvc status` failed: {result.stderr.strip()}")
-    return json.loads(result.stdout or "{}")
+    return json.loads(commands.run(["dvc", "status", "--json"], settings.project_dir) or "{}")
 
 
 def stage_hashes(dvc_lock: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:

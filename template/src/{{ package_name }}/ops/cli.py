@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+from . import commands
 from . import settings as project_settings
 from .audit import AuditError, Record, Refused
 from .bundle import Bundle, BundleError
@@ -50,15 +51,6 @@ def current_actor(given: str | None, settings: Settings) -> str:
     return configured.stdout.strip() or os.environ.get("USER") or "unknown"
 
 
-def step(command: list[str], settings: Settings) -> str:
-    result = subprocess.run(
-        command, cwd=settings.project_dir, capture_output=True, text=True, check=False
-    )
-    if result.returncode != 0:
-        raise BundleError(f"`{' '.join(command)}` failed:\n{result.stdout}{result.stderr}")
-    return result.stdout
-
-
 def package(args: argparse.Namespace, settings: Settings) -> int:
     from . import bundle
 
@@ -73,27 +65,16 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
 
     from . import bundle, gate, report
 
-    if not args.allow_dirty and step(["git", "status", "--porcelain"], settings).strip():
-        raise BundleError(
-            "commit or stash your changes first: retrain commits the pipeline results"
-        )
+    if not args.allow_dirty and bundle.git(settings, "status", "--porcelain"):
+        raise BundleError("commit or stash your changes first: retrain commits its results")
     print("retrain: dvc repro", flush=True)
-    step(["dvc", "repro"], settings)
-    if not args.allow_dirty and step(["git", "status", "--porcelain"], settings).strip():
-        step(["git", "add", "--all"], settings)
-        step(
-            [
-                "git",
-                *git_identity(settings),
-                "commit",
-                "--quiet",
-                "-m",
-                "Retrain: pipeline results on the current data",
-            ],
-            settings,
-        )
+    commands.run(["dvc", "repro"], settings.project_dir)
+    if not args.allow_dirty and bundle.git(settings, "status", "--porcelain"):
+        bundle.git(settings, "add", "--all")
+        message = "Retrain: pipeline results on the current data"
+        bundle.git(settings, *git_identity(settings), "commit", "--quiet", "-m", message)
         print("retrain: committed the new dvc.lock and reports", flush=True)
-    step(["dvc", "push", "--quiet"], settings)
+    commands.run(["dvc", "push", "--quiet"], settings.project_dir)
 
     data, manifest = bundle.build(settings, allow_dirty=args.allow_dirty)
     thresholds = yaml.safe_load((settings.project_dir / "params.yaml").read_text())["gate"]
@@ -236,7 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.handler(args, project_settings.load())
-    except (Refused, BundleError) as error:
+    except (Refused, BundleError, commands.CommandError) as error:
         print(f"{args.verb}: refused: {error}", file=sys.stderr)
     except AuditError as error:
         print(f"{args.verb}: the audit log is broken: {error}", file=sys.stderr)

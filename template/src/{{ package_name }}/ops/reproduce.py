@@ -10,22 +10,19 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 import tempfile
 from pathlib import Path
 from typing import Any
 
-from .bundle import PREDICTIONS_MEMBER, Bundle, BundleError
+from . import commands
+from .bundle import PREDICTIONS_MEMBER, Bundle
 from .settings import Settings
 
 
 def run(command: list[str], cwd: Path) -> None:
+    """Run in the worktree with its own environment, not the one this process runs in."""
     env = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
-    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        raise BundleError(
-            f"`{' '.join(command)}` failed while reproducing:\n{result.stdout}{result.stderr}"
-        )
+    commands.run(command, cwd, env)
 
 
 def rebuild(settings: Settings, bundle: Bundle) -> dict[str, Any]:
