@@ -106,6 +106,12 @@ def audit(session: nox.Session) -> None:
 
 
 @nox.session
+def serve(session: nox.Session) -> None:
+    """Serve the production version over HTTP on 127.0.0.1:8000 (`-- --help` for options)."""
+    ops(session, "serve")
+
+
+@nox.session
 def reproduce(session: nox.Session) -> None:
     """Rebuild a version from its commit and data and compare: `-- --version N`."""
     ops(session, "reproduce")

@@ -3,11 +3,24 @@ seconds) and shared by the tests that only read the project or run idempotent co
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from projects import ANSWER_SETS, render
+from projects import (
+    ANSWER_SETS,
+    BUCKET,
+    S3_ANSWERS,
+    Project,
+    free_port,
+    live_story,
+    render,
+    s3_client,
+)
 
 
 @pytest.fixture(scope="session")
@@ -27,3 +40,41 @@ def generated(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], Path]
 @pytest.fixture(params=list(ANSWER_SETS))
 def project(request: pytest.FixtureRequest, generated: Callable[[str], Path]) -> Path:
     return generated(request.param)
+
+
+@pytest.fixture(scope="session")
+def s3_env() -> Iterator[dict[str, str]]:
+    """A real S3 protocol server on loopback, with an empty bucket."""
+    port = free_port()
+    server = subprocess.Popen(
+        [Path(sys.executable).parent / "moto_server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    env = {
+        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    try:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+                break
+            except OSError:
+                time.sleep(0.1)
+        s3_client(env).create_bucket(Bucket=BUCKET)
+        yield env
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+
+
+@pytest.fixture(scope="session", params=["local", "s3"])
+def lived(request, tmp_path_factory) -> tuple[Project, dict[str, object]]:
+    env = request.getfixturevalue("s3_env") if request.param == "s3" else {}
+    answers = S3_ANSWERS if request.param == "s3" else {}
+    path = render(tmp_path_factory.mktemp(request.param) / "project", answers, env=env)
+    project = Project(path, env)
+    return project, live_story(project)

@@ -3,13 +3,19 @@
 from __future__ import annotations
 
 import os
+import socket
 import subprocess
+import tomllib
 from pathlib import Path
 from typing import Any
 
 import copier
+import yaml
 
 TEMPLATE = Path(__file__).resolve().parents[1]
+
+BUCKET = "lab2prod"
+S3_ANSWERS = {"dvc_remote": f"s3://{BUCKET}/dvc", "registry": f"s3://{BUCKET}/registry"}
 
 # Answer sets the suite renders: the defaults, and one answer changed at a time from them.
 ANSWER_SETS: dict[str, dict[str, Any]] = {
@@ -79,3 +85,113 @@ def render(
         os.environ.clear()
         os.environ.update(old_env)
     return destination
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def s3_client(env: dict[str, str]):
+    import boto3
+
+    return boto3.client(
+        "s3",
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
+class Project:
+    """A generated project and the environment its commands need (S3 credentials, say)."""
+
+    def __init__(self, path: Path, env: dict[str, str]) -> None:
+        self.path = path
+        self.env = env
+        self.package = yaml.safe_load((path / ".copier-answers.yml").read_text())["package_name"]
+
+    @property
+    def process_env(self) -> dict[str, str]:
+        """The whole environment for a subprocess started in the project."""
+        return project_env(self.env)
+
+    def nox(self, session: str, *arguments: str, check: bool = True):
+        return run(
+            "uv",
+            "run",
+            "--locked",
+            "nox",
+            "-s",
+            session,
+            "--",
+            *arguments,
+            cwd=self.path,
+            env=self.env,
+            check=check,
+        )
+
+    def ops(self, *arguments: str, check: bool = True, env: dict[str, str] | None = None):
+        """The project's CLI straight from .venv, as nox would call it but without nox's start."""
+        return run(
+            self.path / ".venv" / "bin" / "python",
+            "-m",
+            f"{self.package}.ops.cli",
+            *arguments,
+            cwd=self.path,
+            env=self.env | (env or {}),
+            check=check,
+        )
+
+    def serving(self) -> int | None:
+        """The production version, as the audit reports it."""
+        tail = self.ops("audit").stdout.strip().splitlines()[-1]
+        return int(tail.rsplit("version ", 1)[1]) if "production: version" in tail else None
+
+    def add_rows(self, name: str, count: int, factor: float) -> None:
+        """New raw data: the first rows of the example, measured `factor` times larger."""
+        lines = (self.path / "data" / "raw" / "breast_cancer.csv").read_text().splitlines()
+        rows = []
+        for line in lines[1 : count + 1]:
+            *features, target = line.split(",")
+            rows.append(",".join([*(f"{float(v) * factor:.6g}" for v in features), target]))
+        (self.path / "data" / "raw" / name).write_text("\n".join([lines[0], *rows]) + "\n")
+        run("uv", "run", "dvc", "add", "data/raw", cwd=self.path, env=self.env)
+        run("git", "add", "--all", cwd=self.path)
+        run("git", "commit", "--quiet", "-m", f"Add {name}", cwd=self.path)
+
+
+def live_story(project: Project) -> dict[str, object]:
+    """generate -> retrain v1 -> deploy v1 -> new data -> retrain v2 -> deploy v2 -> rollback
+    -> audit -> reproduce v1 and v2. Returns what each step printed and the states between."""
+    seen: dict[str, object] = {}
+    seen["retrain v1"] = project.nox("retrain").stdout
+    seen["deploy v1"] = project.nox("deploy", "--approved-by", "Ada Lovelace").stdout
+    seen["after deploy v1"] = project.serving()
+    project.add_rows("april.csv", 60, 1.03)
+    seen["retrain v2"] = project.nox("retrain").stdout
+    seen["deploy v2"] = project.nox(
+        "deploy", "--approved-by", "Grace Hopper", "--reason", "April data"
+    ).stdout
+    seen["after deploy v2"] = project.serving()
+    seen["rollback"] = project.nox(
+        "rollback", "--approved-by", "Ada Lovelace", "--reason", "complaints about April"
+    ).stdout
+    seen["after rollback"] = project.serving()
+    seen["audit"] = project.nox("audit").stdout
+    seen["reproduce v1"] = project.nox("reproduce", "--version", "1").stdout
+    seen["reproduce v2"] = project.nox("reproduce", "--version", "2").stdout
+    return seen
+
+
+def local_registry(project: Project) -> Path:
+    pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
+    return (project.path / pyproject["tool"]["lab2prod"]["registry"]).resolve()
+
+
+def change_bundle_byte_of(bundle: Path) -> None:
+    data = bytearray(bundle.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    bundle.write_bytes(bytes(data))

@@ -10,153 +10,12 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
-import sys
-import time
-import tomllib
 import zipfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
-from projects import render, run
-
-BUCKET = "lab2prod"
-S3_ANSWERS = {"dvc_remote": f"s3://{BUCKET}/dvc", "registry": f"s3://{BUCKET}/registry"}
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
-@pytest.fixture(scope="module")
-def s3_env() -> Iterator[dict[str, str]]:
-    """A real S3 protocol server on loopback, with an empty bucket."""
-    port = free_port()
-    server = subprocess.Popen(
-        [Path(sys.executable).parent / "moto_server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    env = {
-        "AWS_ENDPOINT_URL": f"http://127.0.0.1:{port}",
-        "AWS_ACCESS_KEY_ID": "testing",
-        "AWS_SECRET_ACCESS_KEY": "testing",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }
-    try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
-        s3_client(env).create_bucket(Bucket=BUCKET)
-        yield env
-    finally:
-        server.terminate()
-        server.wait(timeout=10)
-
-
-def s3_client(env: dict[str, str]):
-    import boto3
-
-    return boto3.client(
-        "s3",
-        endpoint_url=env["AWS_ENDPOINT_URL"],
-        region_name=env["AWS_DEFAULT_REGION"],
-        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-    )
-
-
-class Project:
-    """A generated project and the environment its commands need (S3 credentials, say)."""
-
-    def __init__(self, path: Path, env: dict[str, str]) -> None:
-        self.path = path
-        self.env = env
-        self.package = yaml.safe_load((path / ".copier-answers.yml").read_text())["package_name"]
-
-    def nox(self, session: str, *arguments: str, check: bool = True):
-        return run(
-            "uv",
-            "run",
-            "--locked",
-            "nox",
-            "-s",
-            session,
-            "--",
-            *arguments,
-            cwd=self.path,
-            env=self.env,
-            check=check,
-        )
-
-    def ops(self, *arguments: str, check: bool = True, env: dict[str, str] | None = None):
-        """The project's CLI straight from .venv, as nox would call it but without nox's start."""
-        return run(
-            self.path / ".venv" / "bin" / "python",
-            "-m",
-            f"{self.package}.ops.cli",
-            *arguments,
-            cwd=self.path,
-            env=self.env | (env or {}),
-            check=check,
-        )
-
-    def serving(self) -> int | None:
-        """The production version, as the audit reports it."""
-        tail = self.ops("audit").stdout.strip().splitlines()[-1]
-        return int(tail.rsplit("version ", 1)[1]) if "production: version" in tail else None
-
-    def add_rows(self, name: str, count: int, factor: float) -> None:
-        """New raw data: the first rows of the example, measured `factor` times larger."""
-        lines = (self.path / "data" / "raw" / "breast_cancer.csv").read_text().splitlines()
-        rows = []
-        for line in lines[1 : count + 1]:
-            *features, target = line.split(",")
-            rows.append(",".join([*(f"{float(v) * factor:.6g}" for v in features), target]))
-        (self.path / "data" / "raw" / name).write_text("\n".join([lines[0], *rows]) + "\n")
-        run("uv", "run", "dvc", "add", "data/raw", cwd=self.path, env=self.env)
-        run("git", "add", "--all", cwd=self.path)
-        run("git", "commit", "--quiet", "-m", f"Add {name}", cwd=self.path)
-
-
-def live_story(project: Project) -> dict[str, object]:
-    """generate -> retrain v1 -> deploy v1 -> new data -> retrain v2 -> deploy v2 -> rollback
-    -> audit -> reproduce v1 and v2. Returns what each step printed and the states between."""
-    seen: dict[str, object] = {}
-    seen["retrain v1"] = project.nox("retrain").stdout
-    seen["deploy v1"] = project.nox("deploy", "--approved-by", "Ada Lovelace").stdout
-    seen["after deploy v1"] = project.serving()
-    project.add_rows("april.csv", 60, 1.03)
-    seen["retrain v2"] = project.nox("retrain").stdout
-    seen["deploy v2"] = project.nox(
-        "deploy", "--approved-by", "Grace Hopper", "--reason", "April data"
-    ).stdout
-    seen["after deploy v2"] = project.serving()
-    seen["rollback"] = project.nox(
-        "rollback", "--approved-by", "Ada Lovelace", "--reason", "complaints about April"
-    ).stdout
-    seen["after rollback"] = project.serving()
-    seen["audit"] = project.nox("audit").stdout
-    seen["reproduce v1"] = project.nox("reproduce", "--version", "1").stdout
-    seen["reproduce v2"] = project.nox("reproduce", "--version", "2").stdout
-    return seen
-
-
-@pytest.fixture(scope="module", params=["local", "s3"])
-def lived(request, tmp_path_factory) -> tuple[Project, dict[str, object]]:
-    env = request.getfixturevalue("s3_env") if request.param == "s3" else {}
-    answers = S3_ANSWERS if request.param == "s3" else {}
-    path = render(tmp_path_factory.mktemp(request.param) / "project", answers, env=env)
-    project = Project(path, env)
-    return project, live_story(project)
+from projects import BUCKET, Project, change_bundle_byte_of, local_registry, run, s3_client
 
 
 def test_the_whole_story(lived):
@@ -242,7 +101,7 @@ def test_sixteen_concurrent_deploys_and_rollbacks(lived):
             subprocess.Popen(
                 command,
                 cwd=project.path,
-                env=run_env(project),
+                env=project.process_env,
                 text=True,
                 stdout=subprocess.PIPE,
                 stderr=subprocess.PIPE,
@@ -260,12 +119,6 @@ def test_sixteen_concurrent_deploys_and_rollbacks(lived):
     assert len(audit_rows(after)) == records_before + sum(outcomes.values())
     assert any(outcomes.values())
     assert project.serving() == replay(after)
-
-
-def run_env(project: Project) -> dict[str, str]:
-    from projects import project_env
-
-    return project_env(project.env)
 
 
 CRASH_SCRIPT = """
@@ -311,7 +164,7 @@ def test_a_killed_publish_leaves_no_version_and_a_valid_log(lived, request):
         crashed = subprocess.run(
             [python, "-c", script, point],
             cwd=project.path,
-            env=run_env(project),
+            env=project.process_env,
             capture_output=True,
             text=True,
         )
@@ -320,7 +173,7 @@ def test_a_killed_publish_leaves_no_version_and_a_valid_log(lived, request):
     finished = subprocess.run(
         [python, "-c", script, "none"],
         cwd=project.path,
-        env=run_env(project),
+        env=project.process_env,
         capture_output=True,
         text=True,
     )
@@ -354,11 +207,6 @@ def test_a_failed_gate_blocks_deploy(lived):
         run("git", "commit", "--quiet", "-am", "Back to the usual gate", cwd=project.path)
 
 
-def local_registry(project: Project) -> Path:
-    pyproject = tomllib.loads((project.path / "pyproject.toml").read_text())
-    return (project.path / pyproject["tool"]["lab2prod"]["registry"]).resolve()
-
-
 def tampered_audit(project: Project, tmp_path: Path, tamper) -> str:
     """Audit a copy of the local registry after `tamper(model_dir)`; the error it reports."""
     copy = tmp_path / "registry"
@@ -379,12 +227,6 @@ def swap_records(model: Path) -> None:
     a_text, b_text = a.read_text(), b.read_text()
     a.write_text(b_text)
     b.write_text(a_text)
-
-
-def change_bundle_byte_of(bundle: Path) -> None:
-    data = bytearray(bundle.read_bytes())
-    data[len(data) // 2] ^= 0x01
-    bundle.write_bytes(bytes(data))
 
 
 def change_bundle_byte(model: Path) -> None:

@@ -171,6 +171,32 @@ def reproduce(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if outcome["matched"] else 1
 
 
+def serve(args: argparse.Namespace, settings: Settings) -> int:
+    import uvicorn
+
+    from .serve import NoVersion, Source
+
+    os.environ["LAB2PROD_SERVE_STAGE"] = args.stage
+    os.environ["LAB2PROD_SERVE_BUNDLE"] = args.bundle or ""
+    os.environ["LAB2PROD_SERVE_POLL_SECONDS"] = str(args.poll_seconds)
+    if not args.bundle:
+        # Fail here, with advice, rather than in every worker.
+        try:
+            Source(Registry(settings.registry, settings.model_name), args.stage, None).refresh()
+        except NoVersion as error:
+            raise Refused(str(error)) from None
+    uvicorn.run(
+        f"{__package__}.serve:app_from_environment",
+        factory=True,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level="warning",
+        access_log=False,
+    )
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="ops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -206,6 +232,15 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--reason", required=True)
 
     verb("audit", audit, "verify the audit log and print the history")
+
+    sub = verb("serve", serve, "serve a registry stage (or a bundle file) over HTTP")
+    sub.add_argument("--stage", default=DEFAULT_STAGE)
+    sub.add_argument("--bundle", help="serve this bundle file instead of a registry stage")
+    sub.add_argument("--host", default=os.environ.get("LAB2PROD_HOST", "127.0.0.1"))
+    sub.add_argument("--port", type=int, default=int(os.environ.get("LAB2PROD_PORT", "8000")))
+    sub.add_argument("--workers", type=int, default=int(os.environ.get("LAB2PROD_WORKERS", "1")))
+    sub.add_argument("--poll-seconds", type=float, default=2.0,
+                     help="how often to check the registry for a new version")
 
     sub = verb("reproduce", reproduce, "rebuild a version and compare it with the record")
     sub.add_argument("--version", type=int, required=True)

@@ -1,0 +1,278 @@
+"""The REST service of a generated project, as a real HTTP server on 127.0.0.1.
+
+It serves the local-registry project after its lifecycle story, so the registry holds several
+versions to deploy and roll back between while clients keep sending requests.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+from projects import Project, change_bundle_byte_of, free_port, local_registry
+
+pytestmark = pytest.mark.parametrize("lived", ["local"], indirect=True)
+
+
+class Client:
+    def __init__(self, port: int, token: str | None = None) -> None:
+        self.base = f"http://127.0.0.1:{port}"
+        self.token = token
+
+    def call(self, path: str, body: object = None, raw: bytes | None = None) -> tuple[int, object]:
+        data = raw if raw is not None else (None if body is None else json.dumps(body).encode())
+        headers = {"content-type": "application/json"}
+        if self.token:
+            headers["authorization"] = f"Bearer {self.token}"
+        request = urllib.request.Request(self.base + path, data=data, headers=headers)
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                payload = response.read()
+                status = response.status
+        except urllib.error.HTTPError as error:
+            payload, status = error.read(), error.code
+        try:
+            return status, json.loads(payload)
+        except ValueError:
+            return status, payload.decode()
+
+
+@contextmanager
+def serving(
+    project: Project, *arguments: str, env: dict[str, str] | None = None
+) -> Iterator[Client]:
+    port = free_port()
+    command = [
+        project.path / ".venv" / "bin" / "python",
+        "-m",
+        f"{project.package}.ops.cli",
+        "serve",
+        "--port",
+        str(port),
+        "--poll-seconds",
+        "0.2",
+        *arguments,
+    ]
+    server = subprocess.Popen(
+        command,
+        cwd=project.path,
+        env=project.process_env | (env or {}),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    client = Client(port, (env or {}).get("LAB2PROD_TOKEN"))
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            assert server.poll() is None, f"the service stopped:\n{server.stdout.read()}"
+            try:
+                if client.call("/health")[0] == 200:
+                    break
+            except OSError:
+                time.sleep(0.1)
+        yield client
+    finally:
+        server.terminate()
+        server.wait(timeout=20)
+
+
+def holdout_records(project: Project) -> list[dict[str, float]]:
+    with (project.path / "data" / "prepared" / "holdout.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    return [{k: float(v) for k, v in row.items() if k != "malignant"} for row in rows]
+
+
+PIPELINE_PREDICTIONS = """
+import json, sys
+import pandas as pd
+from {package}.ops import settings
+from {package}.ops.bundle import Bundle
+from {package}.ops.registry import Registry
+
+config = settings.load()
+registry = Registry(config.registry, config.model_name)
+model = Bundle.open(registry.bundle(int(sys.argv[1]))).load_model()
+holdout = pd.read_csv(config.holdout_file).drop(columns="malignant")
+print(json.dumps(model.predict_proba(holdout)[:, 1].tolist()))
+"""
+
+
+def test_served_predictions_equal_the_pipeline(lived):
+    project, _ = lived
+    version = project.serving()
+    script = PIPELINE_PREDICTIONS.format(package=project.package)
+    expected = json.loads(
+        subprocess.run(
+            [project.path / ".venv" / "bin" / "python", "-c", script, str(version)],
+            cwd=project.path,
+            env=project.process_env,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    )
+    records = holdout_records(project)
+    with serving(project) as client:
+        status, reply = client.call("/predict", records)
+        assert status == 200
+        assert reply["model_version"] == version
+        assert [p["probability"] for p in reply["predictions"]] == expected
+        single_status, single = client.call("/predict", records[0])
+        assert single_status == 200
+        assert single["predictions"] == reply["predictions"][:1]
+
+
+BAD_REQUESTS = [
+    (
+        "missing field",
+        lambda r: {k: v for k, v in r.items() if k != "mean_area"},
+        422,
+        ["body", "mean_area"],
+    ),
+    ("wrong type", lambda r: r | {"mean_radius": "12.5"}, 422, ["body", "mean_radius"]),
+    ("out of range", lambda r: r | {"worst_area": 1e7}, 422, ["body", "worst_area"]),
+    ("unknown field", lambda r: r | {"patient_age": 40}, 422, ["body", "patient_age"]),
+    (
+        "bad row in a list",
+        lambda r: [r, r | {"mean_texture": -3}],
+        422,
+        ["body", 1, "mean_texture"],
+    ),
+]
+
+
+def test_bad_requests_name_the_field_and_the_service_stays_up(lived):
+    project, _ = lived
+    record = holdout_records(project)[0]
+    with serving(project) as client:
+        for name, corrupt, status, location in BAD_REQUESTS:
+            got, reply = client.call("/predict", corrupt(record))
+            assert got == status, name
+            assert location in [error["loc"] for error in reply["detail"]], (name, reply)
+        assert client.call("/predict", raw=b"{not json")[0] == 400
+        oversized = client.call("/predict", raw=b"[" + b" " * 2_000_000 + b"]")
+        assert oversized[0] == 413 and "at most" in oversized[1]["detail"]
+        assert client.call("/predict", [])[0] == 422
+        assert client.call("/health") == (200, {"status": "ok"})
+        assert client.call("/predict", record)[0] == 200
+
+
+def test_a_token_guards_everything_but_health(lived):
+    project, _ = lived
+    record = holdout_records(project)[0]
+    with serving(project, env={"LAB2PROD_TOKEN": "s3cret"}) as client:
+        assert client.call("/predict", record)[0] == 200
+        assert client.call("/version")[0] == 200
+        anonymous = Client(int(client.base.rsplit(":", 1)[1]))
+        assert anonymous.call("/predict", record)[0] == 401
+        assert anonymous.call("/metrics")[0] == 401
+        assert Client(int(client.base.rsplit(":", 1)[1]), "wrong").call("/version")[0] == 401
+        assert anonymous.call("/health")[0] == 200
+
+
+def test_version_ready_and_metrics(lived):
+    project, _ = lived
+    record = holdout_records(project)[0]
+    with serving(project) as client:
+        assert client.call("/ready")[1]["model_version"] == project.serving()
+        version = client.call("/version")[1]
+        assert set(version) >= {"model_version", "git_commit", "data_hashes", "trained_at"}
+        for _ in range(3):
+            client.call("/predict", record)
+        client.call("/predict", record | {"mean_radius": -1})
+        status, text = client.call("/metrics")
+        assert status == 200
+        assert 'requests_total{path="/predict",status="200"} 3.0' in text
+        assert 'requests_total{path="/predict",status="422"} 1.0' in text
+        assert 'request_seconds_bucket{le="0.005",path="/predict"}' in text
+        assert f"serving_version {float(project.serving())}" in text
+
+
+def test_deploy_and_rollback_swap_the_model_without_failing_a_request(lived):
+    project, _ = lived
+    record = holdout_records(project)[0]
+    start = project.serving()
+    other = 1 if start != 1 else 2
+    versions: Counter[int] = Counter()
+    failures: list[object] = []
+    stop = threading.Event()
+
+    def keep_asking(client: Client) -> None:
+        while not stop.is_set():
+            status, reply = client.call("/predict", record)
+            if status == 200:
+                versions[reply["model_version"]] += 1
+            else:
+                failures.append((status, reply))
+
+    with serving(project) as client:
+        clients = [threading.Thread(target=keep_asking, args=(client,)) for _ in range(8)]
+        for thread in clients:
+            thread.start()
+        try:
+            project.ops("deploy", "--version", str(other), "--approved-by", "swap-test")
+            wait_for_version(client, other)
+            project.ops("rollback", "--approved-by", "swap-test", "--reason", "swap test")
+            wait_for_version(client, start)
+        finally:
+            stop.set()
+            for thread in clients:
+                thread.join()
+    assert failures == []
+    assert versions[start] > 0 and versions[other] > 0
+
+
+def wait_for_version(client: Client, version: int) -> None:
+    deadline = time.monotonic() + 30
+    while client.call("/version")[1]["model_version"] != version:
+        assert time.monotonic() < deadline, f"the service never took version {version}"
+        time.sleep(0.1)
+    time.sleep(0.5)  # keep the load on the new model for a while
+
+
+def test_a_tampered_bundle_is_refused(lived, tmp_path):
+    project, _ = lived
+    copy = tmp_path / "registry"
+    shutil.copytree(local_registry(project), copy)
+    for bundle in (copy / project.package / "bundles").glob("*.zip"):
+        change_bundle_byte_of(bundle)
+    refused = project.ops(
+        "serve", "--port", str(free_port()), check=False, env={"LAB2PROD_REGISTRY": str(copy)}
+    )
+    assert refused.returncode == 2
+    assert "does not match its sha256 in the registry" in refused.stderr
+
+
+def test_an_empty_stage_is_refused_with_advice(lived, tmp_path):
+    project, _ = lived
+    refused = project.ops("serve", "--stage", "staging-eu", "--port", str(free_port()), check=False)
+    assert refused.returncode == 2
+    assert "no version serves in staging-eu: run `nox -s retrain`" in refused.stderr
+    empty = project.ops(
+        "serve",
+        "--port",
+        str(free_port()),
+        check=False,
+        env={"LAB2PROD_REGISTRY": str(tmp_path / "empty")},
+    )
+    assert "no version serves in production" in empty.stderr
+
+
+def test_a_bundle_file_is_served_as_it_is(lived):
+    project, _ = lived
+    bundle = next(Path(local_registry(project) / project.package / "bundles").glob("*.zip"))
+    with serving(project, "--bundle", str(bundle)) as client:
+        status, reply = client.call("/predict", holdout_records(project)[0])
+        assert status == 200 and reply["model_version"] is None
