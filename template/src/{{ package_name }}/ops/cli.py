@@ -239,8 +239,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--host", default=os.environ.get("LAB2PROD_HOST", "127.0.0.1"))
     sub.add_argument("--port", type=int, default=int(os.environ.get("LAB2PROD_PORT", "8000")))
     sub.add_argument("--workers", type=int, default=int(os.environ.get("LAB2PROD_WORKERS", "1")))
-    sub.add_argument("--poll-seconds", type=float, default=2.0,
-                     help="how often to check the registry for a new version")
+    sub.add_argument(
+        "--poll-seconds",
+        type=float,
+        default=2.0,
+        help="how often to check the registry for a new version",
+    )
 
     sub = verb("reproduce", reproduce, "rebuild a version and compare it with the record")
     sub.add_argument("--version", type=int, required=True)

@@ -51,9 +51,7 @@ Record: type[BaseModel] = create_model(
     __config__=ConfigDict(extra="forbid"),
     **{
         feature.name: (
-            Annotated[
-                float, Field(strict=True, ge=feature.minimum, le=feature.maximum, allow_inf_nan=False)
-            ],
+            Annotated[float, Field(strict=True, ge=feature.minimum, le=feature.maximum)],
             ...,
         )
         for feature in schema.FEATURES
@@ -161,13 +159,16 @@ def create_app(source: Source, token: str | None = None) -> FastAPI:
     serving = Gauge("serving_version", "Model version being served", registry=metrics)
     bearer = HTTPBearer(auto_error=False)
 
-    def authorised(credentials: HTTPAuthorizationCredentials | None = Depends(bearer)) -> None:
+    def authorised(
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+    ) -> None:
         if token is None:
             return
         given = credentials.credentials if credentials else ""
         if not hmac.compare_digest(given.encode(), token.encode()):
-            raise HTTPException(401, "a valid bearer token is required",
-                                headers={"WWW-Authenticate": "Bearer"})  # fmt: skip
+            raise HTTPException(
+                401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"}
+            )
 
     @app.middleware("http")
     async def measure(request: Request, call_next):
@@ -187,9 +188,13 @@ def create_app(source: Source, token: str | None = None) -> FastAPI:
     @app.post(
         "/predict",
         dependencies=[Depends(authorised)],
-        openapi_extra={"requestBody": {"required": True, "content": {
-            "application/json": {"schema": REQUEST_SCHEMA}}}},
-    )  # fmt: skip
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": REQUEST_SCHEMA}},
+            }
+        },
+    )
     async def predict(request: Request) -> dict[str, Any]:
         try:
             payload = json.loads(await request.body())
