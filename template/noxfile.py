@@ -112,6 +112,12 @@ def serve(session: nox.Session) -> None:
 
 
 @nox.session
+def score(session: nox.Session) -> None:
+    """Batch-score a file with the production version: `-- INPUT OUTPUT [--stage S]`."""
+    ops(session, "score")
+
+
+@nox.session
 def reproduce(session: nox.Session) -> None:
     """Rebuild a version from its commit and data and compare: `-- --version N`."""
     ops(session, "reproduce")

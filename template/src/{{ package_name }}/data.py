@@ -7,73 +7,24 @@ file in RAW_DIR (in name order), validates each one, and writes `train.csv` and 
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 from sklearn.model_selection import train_test_split
 
 from . import params
-from .schema import FEATURE_NAMES, FEATURES, TARGET, TARGET_VALUES
-
-FEATURES_BY_NAME = {feature.name: feature for feature in FEATURES}
+from .schema import FEATURE_NAMES, TARGET, SchemaError, row_problems
 
 
 class DataError(ValueError):
     """Data that breaks the schema; the message names the file, column and row."""
 
 
-def row_problems(frame: pd.DataFrame, *, with_target: bool = True) -> pd.DataFrame:
-    """The first problem of every invalid row: columns `column` and `problem`, indexed by row
-    position (0-based); empty when every row is valid.
-
-    Column problems (a missing or unknown column) concern the whole file and raise DataError.
-    """
-    expected = [*FEATURE_NAMES, TARGET] if with_target else list(FEATURE_NAMES)
-    missing = [name for name in expected if name not in frame.columns]
-    if missing:
-        raise DataError(f"missing column(s): {', '.join(missing)}")
-    unknown = [name for name in frame.columns if name not in expected]
-    if unknown:
-        raise DataError(
-            f"unknown column(s): {', '.join(map(str, unknown))}; schema.py lists the columns"
-        )
-
-    found = pd.DataFrame({"column": pd.NA, "problem": pd.NA}, index=range(len(frame)))
-    for name in expected:
-        raw = frame[name].reset_index(drop=True)
-        for failed, describe in value_checks(name, raw):
-            new = failed & found["problem"].isna()
-            found.loc[new, "column"] = name
-            found.loc[new, "problem"] = [describe(value) for value in raw[new]]
-    return found.dropna()
-
-
-def value_checks(name: str, raw: pd.Series) -> list[tuple[pd.Series, Callable[[Any], str]]]:
-    """(rows that fail, how to describe a failing value) for each rule of a column, in order."""
-    values = pd.to_numeric(raw, errors="coerce")
-    checks = [
-        (raw.isna(), lambda _: "missing"),
-        (values.isna() & raw.notna(), lambda value: f"not a number: {value}"),
-    ]
-    if name == TARGET:
-        allowed = ", ".join(map(str, TARGET_VALUES))
-        not_allowed = values.notna() & ~values.isin(TARGET_VALUES)
-        return [*checks, (not_allowed, lambda value: f"{value} is not {allowed}")]
-    feature = FEATURES_BY_NAME[name]
-    return [
-        *checks,
-        (values < feature.minimum, lambda value: f"{value} is below the minimum {feature.minimum}"),
-        (values > feature.maximum, lambda value: f"{value} is above the maximum {feature.maximum}"),
-    ]
-
-
 def validate(frame: pd.DataFrame, *, source: str, with_target: bool = True) -> pd.DataFrame:
     """Return the frame in schema order and types, or raise DataError naming the first bad row."""
     try:
         problems = row_problems(frame, with_target=with_target)
-    except DataError as error:
+    except SchemaError as error:
         raise DataError(f"{source}: {error}") from None
     if not problems.empty:
         position = int(problems.index[0])

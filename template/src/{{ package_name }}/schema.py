@@ -2,7 +2,8 @@
 
 Every record the model sees has exactly these feature columns, each a number within its allowed
 range. Training data carries the target column as well. Change the contract here and every
-consumer follows; nothing else in the project lists columns.
+consumer follows: data preparation and batch scoring check rows with `row_problems`, and the
+service builds its request model from `FEATURES`. Nothing else in the project lists columns.
 
 The example measures cell nuclei in a breast-mass biopsy image: for each of ten measurements
 (radius, texture, ...) the mean over the nuclei, its standard error and the worst (largest) value.
@@ -10,7 +11,11 @@ The example measures cell nuclei in a breast-mass biopsy image: for each of ten 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -63,3 +68,57 @@ TARGET = "malignant"
 """1 when the tumour is malignant, 0 when it is benign: the positive class is the one to catch."""
 
 TARGET_VALUES: tuple[int, ...] = (0, 1)
+
+FEATURES_BY_NAME = {feature.name: feature for feature in FEATURES}
+
+
+class SchemaError(ValueError):
+    """Data that breaks the contract as a whole (a missing or unknown column)."""
+
+
+def row_problems(
+    frame: pd.DataFrame, *, with_target: bool = True, allow_extra: bool = False
+) -> pd.DataFrame:
+    """The first problem of every invalid row: columns `column` and `problem`, indexed by row
+    position (0-based); empty when every row is valid.
+
+    Column problems (a missing column, or an unknown one unless `allow_extra`) concern the whole
+    file and raise SchemaError.
+    """
+    expected = [*FEATURE_NAMES, TARGET] if with_target else list(FEATURE_NAMES)
+    missing = [name for name in expected if name not in frame.columns]
+    if missing:
+        raise SchemaError(f"missing column(s): {', '.join(missing)}")
+    unknown = [name for name in frame.columns if name not in expected]
+    if unknown and not allow_extra:
+        raise SchemaError(
+            f"unknown column(s): {', '.join(map(str, unknown))}; schema.py lists the columns"
+        )
+
+    found = pd.DataFrame({"column": pd.NA, "problem": pd.NA}, index=range(len(frame)))
+    for name in expected:
+        raw = frame[name].reset_index(drop=True)
+        for failed, describe in value_checks(name, raw):
+            new = failed & found["problem"].isna()
+            found.loc[new, "column"] = name
+            found.loc[new, "problem"] = [describe(value) for value in raw[new]]
+    return found.dropna()
+
+
+def value_checks(name: str, raw: pd.Series) -> list[tuple[pd.Series, Callable[[Any], str]]]:
+    """(rows that fail, how to describe a failing value) for each rule of a column, in order."""
+    values = pd.to_numeric(raw, errors="coerce")
+    checks = [
+        (raw.isna(), lambda _: "missing"),
+        (values.isna() & raw.notna(), lambda value: f"not a number: {value}"),
+    ]
+    if name == TARGET:
+        allowed = ", ".join(map(str, TARGET_VALUES))
+        not_allowed = values.notna() & ~values.isin(TARGET_VALUES)
+        return [*checks, (not_allowed, lambda value: f"{value} is not {allowed}")]
+    feature = FEATURES_BY_NAME[name]
+    return [
+        *checks,
+        (values < feature.minimum, lambda value: f"{value} is below the minimum {feature.minimum}"),
+        (values > feature.maximum, lambda value: f"{value} is above the maximum {feature.maximum}"),
+    ]

@@ -174,7 +174,7 @@ def reproduce(args: argparse.Namespace, settings: Settings) -> int:
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     import uvicorn
 
-    from .serve import NoVersion, Source
+    from .models import NoVersion, serving_version
 
     os.environ["LAB2PROD_SERVE_STAGE"] = args.stage
     os.environ["LAB2PROD_SERVE_BUNDLE"] = args.bundle or ""
@@ -182,7 +182,8 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     if not args.bundle:
         # Fail here, with advice, rather than in every worker.
         try:
-            Source(Registry(settings.registry, settings.model_name), args.stage, None).refresh()
+            registry = Registry(settings.registry, settings.model_name)
+            registry.bundle(serving_version(registry, args.stage))
         except NoVersion as error:
             raise Refused(str(error)) from None
     uvicorn.run(
@@ -193,6 +194,49 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
         workers=args.workers,
         log_level="warning",
         access_log=False,
+    )
+    return 0
+
+
+def score(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from . import batch
+    from .audit import sha256
+    from .models import NoVersion, load, load_stage
+
+    source, target = Path(args.input), Path(args.output)
+    rejects = target.with_name(f"{target.stem}.rejects.csv")
+    registry = Registry(settings.registry, settings.model_name)
+    try:
+        model = (
+            load(Path(args.bundle).read_bytes(), None)
+            if args.bundle
+            else load_stage(registry, args.stage)
+        )
+    except NoVersion as error:
+        raise Refused(str(error)) from None
+    try:
+        counts = batch.score(model, source, target, rejects, args.chunk_rows)
+    except (batch.BatchError, FileNotFoundError) as error:
+        raise Refused(str(error)) from None
+    details = {
+        "version": model.version,
+        "stage": None if args.bundle else args.stage,
+        "bundle_sha256": sha256(Path(args.bundle).read_bytes()) if args.bundle else None,
+        "input": str(source),
+        "input_sha256": batch.sha256_of(source),
+        "output": str(target),
+        "output_sha256": batch.sha256_of(target),
+        "rejects_sha256": batch.sha256_of(rejects),
+        "rows_in": counts.rows_in,
+        "rows_scored": counts.rows_scored,
+        "rows_rejected": counts.rows_rejected,
+    }
+    registry.record("scored", current_actor(args.actor, settings), details)
+    print(
+        f"scored {counts.rows_scored} of {counts.rows_in} rows with version {model.version} "
+        f"into {target}; {counts.rows_rejected} rejected into {rejects}"
     )
     return 0
 
@@ -245,6 +289,14 @@ def parser() -> argparse.ArgumentParser:
         default=2.0,
         help="how often to check the registry for a new version",
     )
+
+    sub = verb("score", score, "score a CSV or Parquet file with the version a stage serves")
+    sub.add_argument("input")
+    sub.add_argument("output", help="same format as the input; rejects go beside it")
+    sub.add_argument("--stage", default=DEFAULT_STAGE)
+    sub.add_argument("--bundle", help="score with this bundle file instead of a registry stage")
+    sub.add_argument("--chunk-rows", type=int, default=100_000)
+    sub.add_argument("--actor")
 
     sub = verb("reproduce", reproduce, "rebuild a version and compare it with the record")
     sub.add_argument("--version", type=int, required=True)

@@ -15,10 +15,8 @@ import logging
 import os
 import threading
 import time
-from dataclasses import dataclass
 from typing import Annotated, Any
 
-import numpy as np
 import pandas as pd
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.exceptions import RequestValidationError
@@ -35,7 +33,7 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from .. import schema
-from .bundle import Bundle
+from .models import Loaded, load, serving_version
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -73,36 +71,6 @@ def field_errors(error: ValidationError, many: bool) -> list[dict[str, Any]]:
     return errors
 
 
-@dataclass(frozen=True)
-class Loaded:
-    """A verified model and what it was built from."""
-
-    version: int | None
-    model: Any
-    manifest: dict[str, Any]
-
-    def predict(self, rows: np.ndarray) -> list[dict[str, Any]]:
-        frame = pd.DataFrame(rows, columns=list(schema.FEATURE_NAMES))
-        probabilities = self.model.predict_proba(frame)
-        labels = self.model.classes_[probabilities.argmax(axis=1)]
-        return [
-            {"prediction": int(label), "probability": float(probability)}
-            for label, probability in zip(labels, probabilities[:, 1], strict=True)
-        ]
-
-
-def load(data: bytes, version: int | None) -> Loaded:
-    bundle = Bundle.open(data)
-    loaded = Loaded(version=version, model=bundle.load_model(), manifest=bundle.manifest)
-    # The first prediction pays for lazy imports and caches; do it before serving.
-    loaded.predict(np.array([[f.minimum for f in schema.FEATURES]]))
-    return loaded
-
-
-class NoVersion(Exception):
-    """The stage serves nothing yet."""
-
-
 class Source:
     """Where the model comes from: a registry stage (followed) or a fixed bundle file."""
 
@@ -120,16 +88,10 @@ class Source:
                     self.current = load(handle.read(), None)
                 return True
             return False
-        state = self.registry.state()
-        version = state.serving(self.stage)
-        if version is None:
-            raise NoVersion(
-                f"no version serves in {self.stage}: run `nox -s retrain`, then "
-                f"`nox -s deploy -- --approved-by NAME --stage {self.stage}`"
-            )
+        version = serving_version(self.registry, self.stage)
         if self.current and self.current.version == version:
             return False
-        self.current = load(self.registry.bundle(version, state), version)
+        self.current = load(self.registry.bundle(version), version)
         log.info("now serving version %s of %s", version, self.stage)
         return True
 
@@ -208,9 +170,16 @@ def create_app(source: Source, token: str | None = None) -> FastAPI:
         if not records or len(records) > MAX_RECORDS:
             raise HTTPException(422, f"send between 1 and {MAX_RECORDS} records")
         current = source.current
-        rows = np.array([[getattr(r, name) for name in schema.FEATURE_NAMES] for r in records])
+        rows = [[getattr(r, name) for name in schema.FEATURE_NAMES] for r in records]
+        labels, probabilities = current.score(pd.DataFrame(rows, columns=schema.FEATURE_NAMES))
         predictions.inc(len(records))
-        return {"model_version": current.version, "predictions": current.predict(rows)}
+        return {
+            "model_version": current.version,
+            "predictions": [
+                {"prediction": int(label), "probability": float(probability)}
+                for label, probability in zip(labels, probabilities, strict=True)
+            ],
+        }
 
     @app.get("/health")
     async def health() -> dict[str, str]:
