@@ -14,10 +14,10 @@ pytestmark = pytest.mark.parametrize("lived", ["local"], indirect=True)
 
 # (1-based row, column, bad value, the reason batch scoring must give)
 SEEDED = [
-    (3, "mean_radius", "900", "mean_radius: 900.0 is above the maximum 60.0"),
+    (3, "mean_radius", "900.5", "mean_radius: 900.5 is above the maximum 60.0"),
     (7, "worst_texture", "abc", "worst_texture: not a number: abc"),
     (8, "mean_area", "", "mean_area: missing"),
-    (120, "symmetry_error", "-1", "symmetry_error: -1.0 is below the minimum 0.0"),
+    (120, "symmetry_error", "-1.5", "symmetry_error: -1.5 is below the minimum 0.0"),
 ]
 
 

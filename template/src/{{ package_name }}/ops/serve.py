@@ -40,6 +40,8 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000
 MAX_RECORDS = 1_000
+KNOWN_PATHS = {"/predict", "/health", "/ready", "/version", "/metrics"}
+BEARER = HTTPBearer(auto_error=False)
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
 # One field per schema feature: a finite number within the feature's range. Unknown fields are
@@ -119,10 +121,9 @@ def create_app(source: Source, token: str | None = None) -> FastAPI:
     )
     predictions = Counter("predictions", "Records scored", registry=metrics)
     serving = Gauge("serving_version", "Model version being served", registry=metrics)
-    bearer = HTTPBearer(auto_error=False)
 
     def authorised(
-        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)],
+        credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(BEARER)],
     ) -> None:
         if token is None:
             return
@@ -209,9 +210,6 @@ def create_app(source: Source, token: str | None = None) -> FastAPI:
         return Response(generate_latest(metrics), media_type=CONTENT_TYPE_LATEST)
 
     return app
-
-
-KNOWN_PATHS = {"/predict", "/health", "/ready", "/version", "/metrics"}
 
 
 def app_from_environment() -> FastAPI:
