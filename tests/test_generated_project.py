@@ -92,7 +92,7 @@ def test_ci_files_match_the_answer_and_validate(project):
         assert paths, f"no {provider} CI file"
         run(BIN / "check-jsonschema", "--builtin-schema", schema_for[provider], *paths, cwd=project)
         text = "\n".join(path.read_text() for path in paths)
-        for session in ("lint", "tests", "status", "retrain", "deploy", "rollback"):
+        for session in ("lint", "tests", "status", "retrain", "deploy", "rollback", "score"):
             assert f"nox -s {session}" in text
         assert "uv lock --check" in text
         # Deploy and rollback wait for a person: a protected environment that needs approval.
@@ -114,3 +114,12 @@ def job_needs_approval(provider: str, job: dict) -> bool:
         return job.get("environment") == "production"
     manual = any(rule.get("when") == "manual" for rule in job.get("rules", []))
     return manual and job.get("environment", {}).get("name") == "production"
+
+
+def test_dockerfile_lints_clean(project):
+    dockerfile = project / "Dockerfile"
+    result = run(BIN / "hadolint", "--failure-threshold", "info", dockerfile, cwd=project)
+    assert result.stdout == ""
+    text = dockerfile.read_text()
+    # Built from the lock, run as a non-root user, checked by its health endpoint.
+    assert "uv sync --locked" in text and "USER 10001" in text and "/health" in text

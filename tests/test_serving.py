@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 import shutil
 import subprocess
+import sys
 import threading
 import time
 import urllib.error
@@ -278,3 +280,30 @@ def test_a_bundle_file_is_served_as_it_is(lived):
     with serving(project, "--bundle", str(bundle)) as client:
         status, reply = client.call("/predict", holdout_records(project)[0])
         assert status == 200 and reply["model_version"] is None
+
+
+def test_fuzzing_the_openapi_finds_no_server_error(lived, tmp_path):
+    project, _ = lived
+    schemathesis = Path(sys.executable).parent / "st"
+    with serving(project) as client:
+        result = subprocess.run(
+            [
+                schemathesis,
+                "run",
+                f"{client.base}/openapi.json",
+                "--checks",
+                "not_a_server_error",
+                "--max-examples",
+                "150",
+                "--seed",
+                "20261122",
+            ],
+            cwd=tmp_path,
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
+    assert result.returncode == 0, result.stdout[-3000:]
+    generated = int(re.search(r"(\d+) generated", result.stdout).group(1))
+    assert generated >= 500, result.stdout[-1000:]
+    assert f"{generated} generated, {generated} passed" in result.stdout

@@ -107,6 +107,7 @@ def score(model: Loaded, source: Path, target: Path, rejects: Path, chunk_rows: 
     if source.resolve() == target.resolve():
         raise BatchError("the output must not overwrite the input")
     file_format(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
     counts = Counts()
     scored, rejected = ChunkWriter(target), ChunkWriter(rejects)
     progress = tqdm(total=total_rows(source), unit="rows", disable=not sys.stderr.isatty())

@@ -61,7 +61,17 @@ Record: type[BaseModel] = create_model(
 
 RECORDS = TypeAdapter(list[Record])
 # /predict takes one record or a list of them.
-REQUEST_SCHEMA = {"anyOf": [Record.model_json_schema(), RECORDS.json_schema()]}
+REQUEST_SCHEMA = {
+    "anyOf": [
+        Record.model_json_schema(),
+        {
+            "type": "array",
+            "items": Record.model_json_schema(),
+            "minItems": 1,
+            "maxItems": MAX_RECORDS,
+        },
+    ]
+}
 
 
 def field_errors(error: ValidationError, many: bool) -> list[dict[str, Any]]:
