@@ -117,3 +117,15 @@ def test_an_unusable_input_is_refused_and_nothing_is_written(lived, tmp_path):
     assert "use a .csv or .parquet file, not .json" in wrong.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["input.csv"]
     assert len(scored_records(project)) == before
+
+
+def test_a_bundle_file_scores_and_the_audit_still_reads(lived, tmp_path):
+    project, _ = lived
+    source = tmp_path / "input.csv"
+    rows_in = write_input(project, source)
+    bundle = next((local_registry(project) / project.package / "bundles").glob("*.zip"))
+    project.ops("score", str(source), str(tmp_path / "out.csv"), "--bundle", str(bundle))
+    details = scored_records(project)[-1]["details"]
+    assert details["version"] is None and details["rows_in"] == rows_in
+    assert details["bundle_sha256"] == bundle.stem
+    assert "scored" in project.ops("audit").stdout

@@ -128,7 +128,7 @@ def history_row(record: Record, state: State) -> list[str]:
         str(record.sequence),
         str(version or ""),
         record.action,
-        details.get("stage", ""),
+        details.get("stage") or "",
         record.actor,
         record.timestamp[:19],
         manifest.get("git_commit", "")[:10],
