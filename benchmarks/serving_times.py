@@ -146,7 +146,7 @@ def main() -> None:
 
     mlflow_env = scratch / "mlflow-env"
     run("uv", "venv", "-q", "-p", sys.executable, mlflow_env, cwd=scratch)
-    versions = [f"{name}=={version}" for name, version in locked_versions(project.path)]
+    versions = installed_versions(project.path)
     run(
         "uv",
         "pip",
@@ -226,12 +226,13 @@ def main() -> None:
     batch(project, python, model_file, holdout, scratch, args.batch_rows)
 
 
-def locked_versions(project: Path) -> list[tuple[str, str]]:
-    import tomllib
-
-    lock = tomllib.loads((project / "uv.lock").read_text())
-    wanted = {"scikit-learn", "pandas", "numpy", "scipy", "joblib"}
-    return [(p["name"], p["version"]) for p in lock["package"] if p["name"] in wanted]
+def installed_versions(project: Path) -> list[str]:
+    """The model's libraries exactly as the project's environment has them."""
+    frozen = run(
+        "uv", "pip", "freeze", "--python", project / ".venv" / "bin" / "python", cwd=project
+    ).stdout.splitlines()
+    wanted = ("scikit-learn==", "pandas==", "numpy==", "scipy==", "joblib==")
+    return [line for line in frozen if line.startswith(wanted)]
 
 
 def swap_under_load(project: Project, python: Path, body: Path, seconds: int) -> None:
