@@ -32,6 +32,9 @@ def test_the_whole_story(lived):
         assert "matches the registry" in seen[f"reproduce v{version}"]
     history = project.ops("audit").stdout
     assert "reproduced" in history and "Grace Hopper" in history
+    # The data column names the source data only, not files the pipeline derives from it.
+    first_row = audit_rows(history)[0]
+    assert len(first_row[7].split(",")) == 1
     # The retrain committed its pipeline results, so every published version is rebuildable.
     assert run("git", "status", "--porcelain", cwd=project.path).stdout == ""
     report = (project.path / "reports" / "candidate.html").read_text()

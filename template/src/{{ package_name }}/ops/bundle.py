@@ -51,7 +51,11 @@ def stage_hashes(dvc_lock: dict[str, Any]) -> tuple[dict[str, str], dict[str, st
     for stage in dvc_lock.get("stages", {}).values():
         deps.update({entry["path"]: entry["md5"] for entry in stage.get("deps", [])})
         outs.update({entry["path"]: entry["md5"] for entry in stage.get("outs", [])})
-    return {path: md5 for path, md5 in deps.items() if path not in outs}, outs
+
+    def produced(path: str) -> bool:
+        return any(path == out or path.startswith(f"{out}/") for out in outs)
+
+    return {path: md5 for path, md5 in deps.items() if not produced(path)}, outs
 
 
 def schema_document() -> dict[str, Any]:
