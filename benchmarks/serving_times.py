@@ -70,24 +70,16 @@ def wait_until_answering(url: str, body: bytes, process: subprocess.Popen, limit
     raise RuntimeError(f"{url} did not answer within {limit} s")
 
 
+def hey(url: str, body_file: Path, concurrency: int, duration: str) -> list[str]:
+    """The load generator on core 1, POSTing the body file for a duration such as '10s'."""
+    return ["taskset", "-c", "1", "hey", "-m", "POST", "-T", "application/json",
+            "-D", str(body_file), "-c", str(concurrency), "-z", duration, url]  # fmt: skip
+
+
 def load(url: str, body_file: Path, concurrency: int, seconds: int) -> dict[str, float]:
-    hey = [
-        "taskset",
-        "-c",
-        "1",
-        "hey",
-        "-m",
-        "POST",
-        "-T",
-        "application/json",
-        "-D",
-        str(body_file),
-        "-c",
-        str(concurrency),
-    ]
-    subprocess.run([*hey, "-z", "2s", url], capture_output=True, check=True)
+    subprocess.run(hey(url, body_file, concurrency, "2s"), capture_output=True, check=True)
     out = subprocess.run(
-        [*hey, "-z", f"{seconds}s", url], capture_output=True, text=True, check=True
+        hey(url, body_file, concurrency, f"{seconds}s"), capture_output=True, text=True, check=True
     ).stdout
     statuses = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", out))
     return {
@@ -257,24 +249,8 @@ def swap_under_load(project: Project, python: Path, body: Path, seconds: int) ->
     url = f"http://127.0.0.1:{port}/predict"
     try:
         wait_until_answering(url, body.read_bytes(), server, 60)
-        hey = subprocess.Popen(
-            [
-                "taskset",
-                "-c",
-                "1",
-                "hey",
-                "-m",
-                "POST",
-                "-T",
-                "application/json",
-                "-D",
-                str(body),
-                "-c",
-                "8",
-                "-z",
-                f"{seconds}s",
-                url,
-            ],
+        load_run = subprocess.Popen(
+            hey(url, body, 8, f"{seconds}s"),
             stdout=subprocess.PIPE,
             text=True,
         )
@@ -282,7 +258,7 @@ def swap_under_load(project: Project, python: Path, body: Path, seconds: int) ->
         project.ops("deploy", "--version", "2", "--approved-by", "bench")
         time.sleep(seconds / 4)
         project.ops("rollback", "--approved-by", "bench", "--reason", "bench")
-        out, _ = hey.communicate()
+        out, _ = load_run.communicate()
         statuses = dict(re.findall(r"\[(\d+)\]\s+(\d+) responses", out))
         errors = re.findall(r"Error distribution:(.*)", out, re.S)
         failed = sum(int(n) for code, n in statuses.items() if code != "200")
