@@ -100,7 +100,7 @@ def roc_svg(curves: dict[str, tuple[Evaluation, str]]) -> str:
             f"{pad + x * size:.1f},{pad + (1 - y) * size:.1f}" for x, y in evaluation.roc
         )
         lines.append(
-            f'<polyline fill="none" stroke="{colour}" stroke-width="2" points="{points}">'
+            f'<polyline fill="none" stroke="{colour}" stroke-width="3" points="{points}">'
             f"<title>{escape(label)}</title></polyline>"
         )
     legend = "".join(
@@ -127,9 +127,11 @@ def html(result: GateResult, version: int, manifest: dict[str, Any]) -> str:
         "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>"
         for row in metric_rows(result)
     )
-    curves = {f"candidate (version {version})": (result.candidate, "#1f6feb")}
+    # Production first, so the candidate's curve is drawn on top where the two coincide.
+    curves = {}
     if result.production:
         curves[f"production (version {result.production_version})"] = (result.production, "#999")
+    curves[f"candidate (version {version})"] = (result.candidate, "#1f6feb")
     confusion_rows = "".join(
         f"<tr><td>{label}</td><td>{result.candidate.confusion[key]}</td>"
         f"<td>{result.production.confusion[key] if result.production else ''}</td></tr>"
