@@ -162,7 +162,7 @@ def main() -> None:
     results = {}
     servers = {
         "lab2prod": (
-            [str(python), "-m", f"{project.package}.ops.cli", "serve", "--port", "{port}"],
+            project.cli("serve", "--port", "{port}"),
             "/predict",
             ours_body,
         ),
@@ -233,16 +233,7 @@ def swap_under_load(project: Project, python: Path, body: Path, seconds: int) ->
     run("uv", "run", "--locked", "nox", "-s", "retrain", cwd=project.path)
     port = free_port()
     server = start(
-        [
-            str(python),
-            "-m",
-            f"{project.package}.ops.cli",
-            "serve",
-            "--port",
-            str(port),
-            "--poll-seconds",
-            "0.5",
-        ],
+        project.cli("serve", "--port", str(port), "--poll-seconds", "0.5"),
         project.path,
         project_env(),
     )
@@ -292,14 +283,7 @@ def batch(project, python, model_file, holdout, scratch, sizes) -> None:
         source = scratch / f"rows-{rows}.parquet"
         run(python, "-c", MAKE_ROWS, holdout, str(rows), source, cwd=project.path)
         ours_s, ours_mb = peak_rss_mb(
-            [
-                str(python),
-                "-m",
-                f"{project.package}.ops.cli",
-                "score",
-                str(source),
-                str(scratch / f"scored-{rows}.parquet"),
-            ],
+            project.cli("score", str(source), str(scratch / f"scored-{rows}.parquet")),
             project.path,
         )
         plain_s, plain_mb = peak_rss_mb(

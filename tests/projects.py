@@ -133,13 +133,15 @@ class Project:
             check=check,
         )
 
+    def cli(self, *arguments: str) -> list[str]:
+        """The command line of the project's lifecycle CLI, run from its .venv."""
+        python = self.path / ".venv" / "bin" / "python"
+        return [str(python), "-m", f"{self.package}.ops.cli", *arguments]
+
     def ops(self, *arguments: str, check: bool = True, env: dict[str, str] | None = None):
         """The project's CLI straight from .venv, as nox would call it but without nox's start."""
         return run(
-            self.path / ".venv" / "bin" / "python",
-            "-m",
-            f"{self.package}.ops.cli",
-            *arguments,
+            *self.cli(*arguments),
             cwd=self.path,
             env=self.env | (env or {}),
             check=check,

@@ -85,21 +85,13 @@ def replay(audit_output: str) -> int | None:
 def test_sixteen_concurrent_deploys_and_rollbacks(lived):
     project, _ = lived
     records_before = len(audit_rows(project.ops("audit").stdout))
-    python = project.path / ".venv" / "bin" / "python"
     workers = []
     for worker in range(16):
         if worker % 2:
             verb = ["rollback", "--reason", "race test"]
         else:
             verb = ["deploy", "--version", str(1 + worker // 2 % 2)]
-        command = [
-            python,
-            "-m",
-            f"{project.package}.ops.cli",
-            *verb,
-            "--approved-by",
-            f"worker-{worker:02d}",
-        ]
+        command = project.cli(*verb, "--approved-by", f"worker-{worker:02d}")
         workers.append(
             subprocess.Popen(
                 command,

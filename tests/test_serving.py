@@ -55,17 +55,7 @@ def serving(
     project: Project, *arguments: str, env: dict[str, str] | None = None
 ) -> Iterator[Client]:
     port = free_port()
-    command = [
-        project.path / ".venv" / "bin" / "python",
-        "-m",
-        f"{project.package}.ops.cli",
-        "serve",
-        "--port",
-        str(port),
-        "--poll-seconds",
-        "0.2",
-        *arguments,
-    ]
+    command = project.cli("serve", "--port", str(port), "--poll-seconds", "0.2", *arguments)
     server = subprocess.Popen(
         command,
         cwd=project.path,
