@@ -118,6 +118,12 @@ def score(session: nox.Session) -> None:
 
 
 @nox.session
+def bench(session: nox.Session) -> None:
+    """Measure serving against MLflow's server, batch scoring, swaps under load (needs `hey`)."""
+    locked(session, "python", "benchmarks/serving.py", *session.posargs)
+
+
+@nox.session
 def reproduce(session: nox.Session) -> None:
     """Rebuild a version from its commit and data and compare: `-- --version N`."""
     ops(session, "reproduce")

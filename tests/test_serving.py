@@ -16,6 +16,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import zipfile
 from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -52,13 +53,18 @@ class Client:
 
 @contextmanager
 def serving(
-    project: Project, *arguments: str, env: dict[str, str] | None = None
+    project: Project,
+    *arguments: str,
+    env: dict[str, str] | None = None,
+    program: list[str] | None = None,
+    cwd: Path | None = None,
 ) -> Iterator[Client]:
+    """A server on a free port: `cli serve` by default, or another program taking --port."""
     port = free_port()
-    command = project.cli("serve", "--port", str(port), "--poll-seconds", "0.2", *arguments)
+    program = program or project.cli("serve", "--poll-seconds", "0.2")
     server = subprocess.Popen(
-        command,
-        cwd=project.path,
+        [*program, "--port", str(port), *arguments],
+        cwd=cwd or project.path,
         env=project.process_env | (env or {}),
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
@@ -270,6 +276,30 @@ def test_a_bundle_file_is_served_as_it_is(lived):
     with serving(project, "--bundle", str(bundle)) as client:
         status, reply = client.call("/predict", holdout_records(project)[0])
         assert status == 200 and reply["model_version"] is None
+
+
+def test_a_bundle_runs_as_a_program_anywhere(lived, tmp_path):
+    project, _ = lived
+    registry = local_registry(project) / project.package / "bundles"
+    bundle = max(registry.glob("*.zip"), key=lambda path: path.stat().st_mtime)
+    manifest = json.loads(zipfile.ZipFile(bundle).read("manifest.json"))
+    environment = subprocess.run(
+        [sys.executable, bundle, "--environment", tmp_path / "env"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert "uv sync --locked --no-install-project" in environment.stdout
+    assert (tmp_path / "env" / "uv.lock").read_bytes() == (project.path / "uv.lock").read_bytes()
+    # Without the locked libraries it says how to get them instead of a traceback.
+    bare = subprocess.run([sys.executable, "-S", bundle], capture_output=True, text=True)
+    assert bare.returncode == 2 and "--environment DIR" in bare.stderr
+    # Far from the project: only the bundle and an environment made from its lock.
+    python = project.path / ".venv" / "bin" / "python"
+    with serving(project, program=[str(python), str(bundle)], cwd=tmp_path) as client:
+        status, reply = client.call("/predict", holdout_records(project)[:2])
+        assert status == 200 and len(reply["predictions"]) == 2
+        assert client.call("/version")[1]["git_commit"] == manifest["git_commit"]
 
 
 def test_fuzzing_the_openapi_finds_no_server_error(lived, tmp_path):

@@ -1,13 +1,15 @@
 """Feature preprocessing. It is part of the trained pipeline, so serving applies exactly it.
 
 It works on rows in the schema's column order, as arrays or DataFrames. Selecting columns by
-name for each call would cost more than the model itself (milliseconds for a single row).
+name for each call would cost more than the model itself (milliseconds for a single row), and the
+steps go straight into the model's pipeline rather than a nested one, whose every call pays again
+for scikit-learn's checks.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from sklearn.pipeline import Pipeline
+from sklearn.base import TransformerMixin
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
 
 from .schema import FEATURE_NAMES
@@ -24,10 +26,8 @@ def log_scale_areas(features: np.ndarray) -> np.ndarray:
     return values
 
 
-def build_preprocessor() -> Pipeline:
-    return Pipeline(
-        [
-            ("log_areas", FunctionTransformer(log_scale_areas, feature_names_out="one-to-one")),
-            ("scale", StandardScaler()),
-        ]
-    )
+def preprocessing_steps() -> list[tuple[str, TransformerMixin]]:
+    return [
+        ("log_areas", FunctionTransformer(log_scale_areas, feature_names_out="one-to-one")),
+        ("scale", StandardScaler()),
+    ]

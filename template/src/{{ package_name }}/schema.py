@@ -15,6 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 
@@ -95,14 +96,20 @@ def row_problems(
             f"unknown column(s): {', '.join(map(str, unknown))}; schema.py lists the columns"
         )
 
-    found = pd.DataFrame({"column": pd.NA, "problem": pd.NA}, index=range(len(frame)))
+    columns = np.full(len(frame), None, dtype=object)
+    problems = np.full(len(frame), None, dtype=object)
+    unchecked = np.ones(len(frame), dtype=bool)  # rows with no problem found yet
     for name in expected:
-        raw = frame[name].reset_index(drop=True)
+        raw = frame[name]
         for failed, describe in value_checks(name, raw):
-            new = failed & found["problem"].isna()
-            found.loc[new, "column"] = name
-            found.loc[new, "problem"] = [describe(value) for value in raw[new]]
-    return found.dropna()
+            new = failed.to_numpy(dtype=bool, na_value=False) & unchecked
+            if new.any():
+                positions = np.flatnonzero(new)
+                columns[positions] = name
+                problems[positions] = [describe(value) for value in raw.iloc[positions]]
+                unchecked &= ~new
+    bad = np.flatnonzero(~unchecked)
+    return pd.DataFrame({"column": columns[bad], "problem": problems[bad]}, index=bad)
 
 
 def value_checks(name: str, raw: pd.Series) -> list[tuple[pd.Series, Callable[[Any], str]]]:

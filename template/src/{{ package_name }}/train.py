@@ -17,7 +17,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
 
 from . import params
-from .features import build_preprocessor
+from .features import preprocessing_steps
 from .schema import FEATURE_NAMES, TARGET
 
 
@@ -25,7 +25,7 @@ def build_pipeline(settings: dict[str, Any]) -> Pipeline:
     model = LogisticRegression(
         C=settings["C"], max_iter=settings["max_iter"], random_state=settings["seed"]
     )
-    return Pipeline([("features", build_preprocessor()), ("model", model)])
+    return Pipeline([*preprocessing_steps(), ("model", model)])
 
 
 def train(frame: pd.DataFrame, settings: dict[str, Any]) -> Pipeline:

@@ -48,7 +48,10 @@ def chunks(path: Path, rows: int) -> Iterator[pd.DataFrame]:
     if file_format(path) == ".csv":
         yield from pd.read_csv(path, chunksize=rows)
     else:
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=rows):
+        # Read through a small buffer: prebuffering would hold whole row groups (a million rows
+        # each by default) in memory, which grows with the file.
+        parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+        for batch in parquet.iter_batches(batch_size=rows):
             yield batch.to_pandas()
 
 
@@ -86,7 +89,12 @@ class ChunkWriter:
         else:
             table = pa.Table.from_pandas(frame, preserve_index=False)
             if self.parquet is None:
-                self.parquet = pq.ParquetWriter(self.temporary, table.schema)
+                # Dictionaries pay off for repeated values; for measurements they cost seven
+                # times the write time and save nothing.
+                repeated = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
+                self.parquet = pq.ParquetWriter(
+                    self.temporary, table.schema, use_dictionary=repeated
+                )
             self.parquet.write_table(table.cast(self.parquet.schema))
         self.started = True
 
@@ -127,7 +135,7 @@ def score(model: Loaded, source: Path, target: Path, rejects: Path, chunk_rows: 
                 rejected.write(rows)
             good = chunk[~bad].copy()
             if len(good):
-                features = good[list(schema.FEATURE_NAMES)].astype("float64")
+                features = good[list(schema.FEATURE_NAMES)].to_numpy(dtype="float64")
                 good["prediction"], good["probability"] = model.score(features)
                 good["model_version"] = model.version
                 scored.write(good)

@@ -22,13 +22,19 @@ import yaml
 from .. import schema
 from . import commands
 from .audit import sha256
-from .settings import Settings
+from .settings import LOCK_FILES, Settings
 
-# The environment lock, whichever manager the project uses.
-LOCK_FILES = ("uv.lock", "conda-lock.yml")
 PROJECT_FILES = ("pyproject.toml", "dvc.lock", "params.yaml", *LOCK_FILES)
 MODEL_MEMBER = "model/model.joblib"
 PREDICTIONS_MEMBER = "reports/predictions.csv"
+# `python BUNDLE.zip` runs this member: the bundle serves itself, with the code inside it.
+MAIN_MEMBER = """\
+import os, sys
+bundle = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(bundle, "code"))
+from {package}.ops.bundled import main
+sys.exit(main(bundle, sys.argv[1:]))
+"""
 # Fixed member times, so the zip's bytes depend on its content only.
 ZIP_TIME = (1980, 1, 1, 0, 0, 0)
 
@@ -96,6 +102,7 @@ def build(settings: Settings, *, allow_dirty: bool = False) -> tuple[bytes, dict
     for path in sorted(package_dir.rglob("*.py")):
         members[f"code/{path.relative_to(root / 'src').as_posix()}"] = path.read_bytes()
     members["schema.json"] = json.dumps(schema_document(), indent=2).encode()
+    members["__main__.py"] = MAIN_MEMBER.format(package=settings.package).encode()
 
     inputs, outputs = stage_hashes(yaml.safe_load(members["dvc.lock"]))
     lock_name = next(name for name in LOCK_FILES if name in members)

@@ -172,13 +172,9 @@ def reproduce(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
-    import uvicorn
-
+    from . import serve
     from .models import NoVersion, serving_version
 
-    os.environ["LAB2PROD_SERVE_STAGE"] = args.stage
-    os.environ["LAB2PROD_SERVE_BUNDLE"] = args.bundle or ""
-    os.environ["LAB2PROD_SERVE_POLL_SECONDS"] = str(args.poll_seconds)
     if not args.bundle:
         # Fail here, with advice, rather than in every worker.
         try:
@@ -186,15 +182,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
             registry.bundle(serving_version(registry, args.stage))
         except NoVersion as error:
             raise Refused(str(error)) from None
-    uvicorn.run(
-        f"{__package__}.serve:app_from_environment",
-        factory=True,
-        host=args.host,
-        port=args.port,
-        workers=args.workers,
-        log_level="warning",
-        access_log=False,
-    )
+    serve.run(args, stage=args.stage, bundle=args.bundle, poll_seconds=args.poll_seconds)
     return 0
 
 
@@ -280,9 +268,7 @@ def parser() -> argparse.ArgumentParser:
     sub = verb("serve", serve, "serve a registry stage (or a bundle file) over HTTP")
     sub.add_argument("--stage", default=DEFAULT_STAGE)
     sub.add_argument("--bundle", help="serve this bundle file instead of a registry stage")
-    sub.add_argument("--host", default=os.environ.get("LAB2PROD_HOST", "127.0.0.1"))
-    sub.add_argument("--port", type=int, default=int(os.environ.get("LAB2PROD_PORT", "8000")))
-    sub.add_argument("--workers", type=int, default=int(os.environ.get("LAB2PROD_WORKERS", "1")))
+    project_settings.add_server_options(sub)
     sub.add_argument(
         "--poll-seconds",
         type=float,

@@ -6,10 +6,14 @@ project at another store without an edit.
 
 from __future__ import annotations
 
+import argparse
 import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+# The environment lock, whichever manager the project uses.
+LOCK_FILES = ("uv.lock", "conda-lock.yml")
 
 
 @dataclass(frozen=True)
@@ -42,3 +46,11 @@ def load(project_dir: Path | None = None) -> Settings:
         holdout_file=project_dir / ours.get("holdout-file", "data/prepared/holdout.csv"),
         reports_dir=project_dir / ours.get("reports-dir", "reports"),
     )
+
+
+def add_server_options(parser: argparse.ArgumentParser) -> None:
+    """Where and how the service listens; each defaults to a LAB2PROD_* variable, then a safe
+    value (loopback only, one worker)."""
+    parser.add_argument("--host", default=os.environ.get("LAB2PROD_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=int(os.environ.get("LAB2PROD_PORT", "8000")))
+    parser.add_argument("--workers", type=int, default=int(os.environ.get("LAB2PROD_WORKERS", "1")))

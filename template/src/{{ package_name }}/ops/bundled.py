@@ -1,0 +1,61 @@
+"""A bundle run as a program: `python BUNDLE.zip` serves the model in it, with the code in it.
+
+Only the standard library is imported before the service starts, so `--environment DIR` works
+with any Python 3: it writes the bundle's pyproject.toml and lock file, from which the
+environment the model was built in is made again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import zipfile
+from pathlib import Path
+
+from .settings import LOCK_FILES, add_server_options
+
+ENVIRONMENT_FILES = ("pyproject.toml", *LOCK_FILES)
+INSTALL = {
+    "uv.lock": "uv sync --locked --no-install-project",
+    "conda-lock.yml": "conda-lock install --prefix .venv conda-lock.yml",
+}
+
+
+def main(bundle: str, argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(
+        prog=f"python {bundle}", description="Serve the model in this bundle over HTTP."
+    )
+    add_server_options(parser)
+    parser.add_argument(
+        "--environment",
+        metavar="DIR",
+        help="write the bundle's pyproject.toml and lock file into DIR, and say how to install",
+    )
+    args = parser.parse_args(argv)
+    if args.environment:
+        return write_environment(bundle, Path(args.environment))
+    try:
+        from . import serve
+    except ImportError as error:
+        print(
+            f"this Python lacks the bundle's environment ({error}); make it with "
+            f"`python {bundle} --environment DIR` and run the bundle with DIR's Python",
+            file=sys.stderr,
+        )
+        return 2
+    serve.run(args, stage="", bundle=bundle, poll_seconds=0)
+    return 0
+
+
+def write_environment(bundle: str, target: Path) -> int:
+    target.mkdir(parents=True, exist_ok=True)
+    with zipfile.ZipFile(bundle) as archive:
+        names = [name for name in ENVIRONMENT_FILES if name in archive.namelist()]
+        for name in names:
+            (target / name).write_bytes(archive.read(name))
+    lock = next(name for name in names if name in INSTALL)
+    print(
+        f"wrote {', '.join(names)} to {target}; now run `{INSTALL[lock]}` there and serve with "
+        f"`{target / '.venv' / 'bin' / 'python'} {bundle}`"
+    )
+    return 0
