@@ -1,8 +1,9 @@
 """Turn a freshly rendered lab2prod project into a clean, reproducible repository.
 
 copier runs this once after `copier copy`, inside the new project, with copier's own Python
-(standard library only). It makes the git repository and the locked uv environment, then runs
-`track_data.py` inside that environment for the DVC steps, and makes the first commit.
+(standard library only). It makes the git repository and the locked environment (uv, or conda
+through the project's own `nox -s lock env`), then runs `track_data.py` inside that environment
+for the DVC steps, and makes the first commit.
 """
 
 from __future__ import annotations
@@ -19,7 +20,13 @@ HOOKS = Path(__file__).resolve().parent
 INSTALL_HINTS = {
     "git": "install git (e.g. `apt-get install git`, `brew install git`, or https://git-scm.com)",
     "uv": "install uv with `pip install uv` (or see https://docs.astral.sh/uv/)",
+    "conda": (
+        "install micromamba (https://mamba.readthedocs.io/en/latest/installation/"
+        "micromamba-installation.html), or Miniforge for mamba and conda; conda-lock needs one"
+    ),
 }
+NOX = "nox@2026.10.20"
+CONDA_SOLVERS = ("micromamba", "mamba", "conda")
 
 
 class SetupError(Exception):
@@ -27,7 +34,11 @@ class SetupError(Exception):
 
 
 def require_tools(*names: str) -> None:
-    missing = [name for name in names if shutil.which(name) is None]
+    def found(name: str) -> bool:
+        solvers = CONDA_SOLVERS if name == "conda" else (name,)
+        return any(shutil.which(solver) for solver in solvers)
+
+    missing = [name for name in names if not found(name)]
     if missing:
         hints = "\n".join(f"  - {name}: {INSTALL_HINTS[name]}" for name in missing)
         raise SetupError(f"lab2prod needs these tools on PATH, and they are missing:\n{hints}")
@@ -66,27 +77,25 @@ def main() -> int:
     parser.add_argument("--package", required=True)
     parser.add_argument("--remote", required=True)
     parser.add_argument("--author", required=True)
+    parser.add_argument("--env-manager", choices=["uv", "conda"], default="uv")
     args = parser.parse_args()
 
     try:
-        require_tools("git", "uv")
+        conda = args.env_manager == "conda"
+        require_tools("git", "uv", *(["conda"] if conda else []))
         run("git", "init", "--quiet", "--initial-branch=main")
         env = uv_environment()
-        run("uv", "lock", "--quiet", env=env)
-        run("uv", "sync", "--locked", "--quiet", env=env)
-        run(
-            "uv",
-            "run",
-            "--locked",
-            "--no-sync",
-            "python",
-            str(HOOKS / "track_data.py"),
-            "--package",
-            args.package,
-            "--remote",
-            args.remote,
-            env=env,
-        )
+        track_data = [str(HOOKS / "track_data.py"), "--package", args.package,
+                      "--remote", args.remote]  # fmt: skip
+        if conda:
+            run("uvx", NOX, "--sessions", "lock", "env", env=env)
+            bin_dir = Path(".conda-env", "bin").resolve()
+            env["PATH"] = f"{bin_dir}{os.pathsep}{env.get('PATH', '')}"
+            run(str(bin_dir / "python"), *track_data, env=env)
+        else:
+            run("uv", "lock", "--quiet", env=env)
+            run("uv", "sync", "--locked", "--quiet", env=env)
+            run("uv", "run", "--locked", "--no-sync", "python", *track_data, env=env)
         run("git", "add", "--all")
         run(
             "git",

@@ -1,13 +1,18 @@
-"""Every step of the project's life is a nox session: `uv run nox --list` shows them.
+"""Every step of the project's life is a nox session: `nox --list` shows them.
 
-All sessions work in the project's one environment, `.venv`, first made exactly what uv.lock pins
-(`uv sync --locked`, a no-op when it already is): laptops, CI and production run the same
-packages, and nothing is resolved afresh. `uv run nox` runs the default sessions.
+All sessions work in the project's one environment, first made exactly what the lock pins (a
+no-op when it already is): `.venv` from uv.lock, or `.conda-env` from conda-lock.yml when the
+project has an environment.yml. Laptops, CI and production run the same packages, and nothing is
+resolved afresh. The two managers differ only in the two Environment classes below.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import os
+import shlex
+import shutil
 import tomllib
 from pathlib import Path
 
@@ -22,16 +27,114 @@ PACKAGE = tomllib.loads(Path("pyproject.toml").read_text())["tool"]["uv"]["build
 ]
 
 
+class UvEnvironment:
+    """`.venv`, synced to uv.lock by uv."""
+
+    def lock(self, session: nox.Session, *options: str) -> None:
+        session.run("uv", "lock", *options)
+
+    def check(self, session: nox.Session) -> None:
+        session.run("uv", "lock", "--check")
+
+    def sync(self, session: nox.Session) -> None:
+        session.run("uv", "sync", "--locked", "--quiet")
+
+    def run(self, session: nox.Session, *command: str, **options) -> str | bool:
+        return session.run("uv", "run", "--no-sync", *command, **options)
+
+
+class CondaEnvironment:
+    """`.conda-env`, installed by conda-lock from conda-lock.yml, again whenever the lock changes.
+
+    conda-lock runs at the version pinned here, with micromamba, mamba or conda (the first found)
+    as its solver and installer. LAB2PROD_CONDA_LOCK_OPTIONS adds options to `conda-lock lock`,
+    such as a mirror channel (`-c URL`).
+    """
+
+    conda_lock = ("uvx", "conda-lock@4.0.3")
+    prefix = Path(".conda-env")
+    bin_dir = prefix / ("Scripts" if os.name == "nt" else "bin")
+    # Written into the environment once it matches the lock: which lock it was made from.
+    stamp = prefix / "conda-meta" / "lab2prod-lock.sha256"
+
+    def lock(self, session: nox.Session, *options: str) -> None:
+        configured = shlex.split(os.environ.get("LAB2PROD_CONDA_LOCK_OPTIONS", ""))
+        session.run(*self.conda_lock, "lock", "--conda", self.solver(session),
+                    "--file", "environment.yml", "--lockfile", "conda-lock.yml",
+                    *configured, *options)  # fmt: skip
+        # The explicit linux-64 lock the Dockerfile installs with micromamba.
+        session.run(*self.conda_lock, "render", "--kind", "explicit", "--platform", "linux-64",
+                    "conda-lock.yml")  # fmt: skip
+
+    def check(self, session: nox.Session) -> None:
+        # conda-lock solves again only if environment.yml changed since the lock was made.
+        before = Path("conda-lock.yml").read_bytes()
+        self.lock(session, "--check-input-hash")
+        if Path("conda-lock.yml").read_bytes() != before:
+            session.error("conda-lock.yml was out of date with environment.yml: commit the new one")
+
+    def sync(self, session: nox.Session) -> None:
+        wanted = hashlib.sha256(Path("conda-lock.yml").read_bytes()).hexdigest()
+        if self.stamp.is_file() and self.stamp.read_text() == wanted:
+            return
+        shutil.rmtree(self.prefix, ignore_errors=True)
+        session.run(*self.conda_lock, "install", "--conda", self.solver(session),
+                    "--prefix", str(self.prefix), "conda-lock.yml")  # fmt: skip
+        # The project's own package, from src/ (its dependencies all come from the lock).
+        self.run(session, "python", "-m", "pip", "install", "--quiet", "--no-deps",
+                 "--no-build-isolation", "--editable", ".")  # fmt: skip
+        self.stamp.write_text(wanted)
+
+    def run(self, session: nox.Session, *command: str, **options) -> str | bool:
+        bin_dir = str(self.bin_dir.resolve())
+        env = {"PATH": f"{bin_dir}{os.pathsep}{os.environ.get('PATH', '')}",
+               "CONDA_PREFIX": str(self.prefix.resolve()), **options.pop("env", {})}  # fmt: skip
+        program = shutil.which(command[0], path=bin_dir) or command[0]
+        return session.run(program, *command[1:], env=env, external=True, **options)
+
+    def solver(self, session: nox.Session) -> str:
+        for name in ("micromamba", "mamba", "conda"):
+            if found := shutil.which(name):
+                return found
+        session.error(
+            "conda-lock needs micromamba, mamba or conda on PATH: install micromamba "
+            "(https://mamba.readthedocs.io/en/latest/installation/micromamba-installation.html)"
+        )
+
+
+ENVIRONMENT = CondaEnvironment() if Path("environment.yml").exists() else UvEnvironment()
+
+
 def locked(session: nox.Session, *command: str, **options) -> str | bool:
-    """Run a command in .venv after syncing it to uv.lock."""
-    session.run("uv", "sync", "--locked", "--quiet")
-    return session.run("uv", "run", "--no-sync", *command, **options)
+    """Run a command in the project's environment after syncing it to the lock."""
+    ENVIRONMENT.sync(session)
+    return ENVIRONMENT.run(session, *command, **options)
 
 
 @nox.session
 def lock(session: nox.Session) -> None:
-    """Refresh uv.lock after editing pyproject.toml (`-- --upgrade` takes newer releases)."""
-    session.run("uv", "lock", *session.posargs)
+    """Refresh the lock after editing pyproject.toml or environment.yml (options go to the tool)."""
+    ENVIRONMENT.lock(session, *session.posargs)
+
+
+@nox.session(name="check-lock")
+def check_lock(session: nox.Session) -> None:
+    """Fail if the lock no longer matches what it was made from (pre-commit and CI run this)."""
+    ENVIRONMENT.check(session)
+
+
+@nox.session
+def run(session: nox.Session) -> None:
+    """Run any command in the project's environment: `nox -s run -- dvc pull`."""
+    if not session.posargs:
+        session.error("name the command to run after `--`, e.g. `nox -s run -- dvc pull`")
+    locked(session, *session.posargs)
+
+
+@nox.session
+def env(session: nox.Session) -> None:
+    """Make the project's environment exactly what the lock pins (every session does this)."""
+    ENVIRONMENT.sync(session)
 
 
 @nox.session

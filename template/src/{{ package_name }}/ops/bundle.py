@@ -24,7 +24,7 @@ from . import commands
 from .audit import sha256
 from .settings import LOCK_FILES, Settings
 
-PROJECT_FILES = ("pyproject.toml", "dvc.lock", "params.yaml", *LOCK_FILES)
+PROJECT_FILES = ("pyproject.toml", "environment.yml", "dvc.lock", "params.yaml", *LOCK_FILES)
 MODEL_MEMBER = "model/model.joblib"
 PREDICTIONS_MEMBER = "reports/predictions.csv"
 # `python BUNDLE.zip` runs this member: the bundle serves itself, with the code inside it.

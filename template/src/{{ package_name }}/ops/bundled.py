@@ -14,10 +14,14 @@ from pathlib import Path
 
 from .settings import LOCK_FILES, add_server_options
 
-ENVIRONMENT_FILES = ("pyproject.toml", *LOCK_FILES)
+ENVIRONMENT_FILES = ("pyproject.toml", "environment.yml", *LOCK_FILES)
+# For each lock: how to install it, and the environment's Python.
 INSTALL = {
-    "uv.lock": "uv sync --locked --no-install-project",
-    "conda-lock.yml": "conda-lock install --prefix .venv conda-lock.yml",
+    "uv.lock": ("uv sync --locked --no-install-project", ".venv/bin/python"),
+    "conda-lock.yml": (
+        "uvx conda-lock@4.0.3 install --prefix .conda-env conda-lock.yml",
+        ".conda-env/bin/python",
+    ),
 }
 
 
@@ -53,9 +57,9 @@ def write_environment(bundle: str, target: Path) -> int:
         names = [name for name in ENVIRONMENT_FILES if name in archive.namelist()]
         for name in names:
             (target / name).write_bytes(archive.read(name))
-    lock = next(name for name in names if name in INSTALL)
+    install, python = next(INSTALL[name] for name in names if name in INSTALL)
     print(
-        f"wrote {', '.join(names)} to {target}; now run `{INSTALL[lock]}` there and serve with "
-        f"`{target / '.venv' / 'bin' / 'python'} {bundle}`"
+        f"wrote {', '.join(names)} to {target}; now run `{install}` there and serve with "
+        f"`{target / python} {bundle}`"
     )
     return 0
