@@ -7,8 +7,8 @@
     conda-lock lock --conda <conda> -c <url> --pypi_to_conda_lookup_file <mapping> ...
     conda-lock install --conda <conda> -p <prefix> conda-lock.yml
 
-The channel holds the conda dependencies of the template's environment.yml
-(CONDA_REQUIREMENTS) and their dependency closure, at the versions pip resolves
+The channel holds the given conda dependencies (a generated project's environment.yml)
+and their dependency closure, at the versions pip resolves
 on this machine for linux. Pure-Python wheels become `noarch: python` packages;
 binary ones become linux-64 packages plus dependency-only placeholders for the
 other PLATFORMS (lockable, not installable). `python` is venv-style: a symlink to
@@ -41,52 +41,75 @@ from packaging.utils import canonicalize_name
 from packaging.version import Version
 from rattler.index import index_fs
 
-CONDA_REQUIREMENTS = (
-    "pip",
-    "joblib>=1.5,<2",
-    "numpy>=2.3,<3",
-    "pandas>=3.0,<4",
-    "pyarrow>=20",
-    "scikit-learn>=1.9,<2",
-    "python-dateutil<3",  # celery (dvc's pip side) pins 2.9.0.post0
-)
 # PyPI name -> conda name where conda-forge differs (its `tzdata` is the zoneinfo
 # database; the PyPI package is `python-tzdata`).
 CONDA_NAMES = {"tzdata": "python-tzdata"}
 # Environment markers per conda platform, for wheels' Requires-Dist.
 PLATFORMS = {
-    "linux-64": {"sys_platform": "linux", "platform_system": "Linux", "os_name": "posix",
-                 "platform_machine": "x86_64"},
-    "osx-arm64": {"sys_platform": "darwin", "platform_system": "Darwin", "os_name": "posix",
-                  "platform_machine": "arm64"},
-    "win-64": {"sys_platform": "win32", "platform_system": "Windows", "os_name": "nt",
-               "platform_machine": "AMD64"},
+    "linux-64": {
+        "sys_platform": "linux",
+        "platform_system": "Linux",
+        "os_name": "posix",
+        "platform_machine": "x86_64",
+    },
+    "osx-arm64": {
+        "sys_platform": "darwin",
+        "platform_system": "Darwin",
+        "os_name": "posix",
+        "platform_machine": "arm64",
+    },
+    "win-64": {
+        "sys_platform": "win32",
+        "platform_system": "Windows",
+        "os_name": "nt",
+        "platform_machine": "AMD64",
+    },
 }
 PLACEHOLDER = "/opt/anaconda1anaconda2anaconda3"  # conda's prefix placeholder
 STANDIN = Path(__file__).with_name("conda_standin.py")
 
 
-def build_channel(destination: Path, python_version: str = "3.11") -> str:
-    """Build and index a conda channel in `destination`; return its file:// URL."""
+def build_channel(
+    destination: Path, conda_requirements: list[str], python_version: str = "3.11"
+) -> str:
+    """Build and index a conda channel in `destination` holding `python`, `pip` and the
+    requirements (conda match specs such as `numpy>=2.3,<3`); return its file:// URL."""
     destination = Path(destination).absolute()
     interpreter, full_version = _interpreter(python_version)
-    markers = {"python_version": python_version, "python_full_version": full_version,
-               "implementation_name": "cpython", "platform_python_implementation": "CPython"}
-    requirements = list(CONDA_REQUIREMENTS)
+    markers = {
+        "python_version": python_version,
+        "python_full_version": full_version,
+        "implementation_name": "cpython",
+        "platform_python_implementation": "CPython",
+    }
+    requirements = ["pip", *conda_requirements]
     with tempfile.TemporaryDirectory() as tmp:
         wheels = Path(tmp)
         while True:
             subprocess.run(
-                [*_pip(), "download", "--quiet", "--only-binary=:all:", "--python-version",
-                 python_version, "--dest", tmp, *requirements],
+                [
+                    *_pip(),
+                    "download",
+                    "--quiet",
+                    "--only-binary=:all:",
+                    "--python-version",
+                    python_version,
+                    "--dest",
+                    tmp,
+                    *requirements,
+                ],
                 check=True,
             )
             # pip resolves for this machine only; dependencies that other platforms
             # add (pandas needs tzdata on Windows) join the next round.
             have = {canonicalize_name(w.name.split("-")[0]) for w in wheels.glob("*.whl")}
-            missing = {f"{r.name}{r.specifier}" for w in wheels.glob("*.whl")
-                       for reqs in _requirements(w, markers).values() for r in reqs
-                       if canonicalize_name(r.name) not in have}
+            missing = {
+                f"{r.name}{r.specifier}"
+                for w in wheels.glob("*.whl")
+                for reqs in _requirements(w, markers).values()
+                for r in reqs
+                if canonicalize_name(r.name) not in have
+            }
             if not missing:
                 break
             requirements += sorted(missing)
@@ -110,8 +133,11 @@ def write_mapping(path: Path, channel: str | Path | None = None) -> Path:
             names.update((r["name"], r["name"]) for r in _records(repodata))
     reverse = {conda: pypi for pypi, conda in CONDA_NAMES.items()}
     mapping = {
-        reverse.get(conda, conda): {"pypi_name": reverse.get(conda, conda), "conda_name": conda,
-                                    "conda_forge": conda}
+        reverse.get(conda, conda): {
+            "pypi_name": reverse.get(conda, conda),
+            "conda_name": conda,
+            "conda_forge": conda,
+        }
         for conda in names
         if conda != "python" and not conda.startswith("__")
     }
@@ -152,7 +178,8 @@ def _interpreter(version: str) -> tuple[str, str]:
     if f"{sys.version_info.major}.{sys.version_info.minor}" == version:
         return os.path.realpath(sys.executable), platform.python_version()
     exe = shutil.which(f"python{version}")
-    query = "import os, platform, sys; print(os.path.realpath(sys.executable), platform.python_version())"
+    query = "import os, platform, sys; print(os.path.realpath(sys.executable))"
+    query += "; print(platform.python_version())"
     out = exe and subprocess.run([exe, "-c", query], capture_output=True, text=True)
     if not out or out.returncode:
         raise RuntimeError(f"no usable python{version} on PATH for the channel's python package")
@@ -193,8 +220,11 @@ def _requirements(wheel: Path, markers: dict[str, str]) -> dict[str, list[Requir
         meta = _read_wheel(zf)[1]
     reqs = [Requirement(line) for line in meta.get_all("Requires-Dist") or []]
     return {
-        subdir: [r for r in reqs
-                 if r.marker is None or r.marker.evaluate({**markers, **env, "extra": ""})]
+        subdir: [
+            r
+            for r in reqs
+            if r.marker is None or r.marker.evaluate({**markers, **env, "extra": ""})
+        ]
         for subdir, env in PLATFORMS.items()
     }
 
@@ -209,15 +239,24 @@ def _convert_wheel(wheel: Path, channel: Path, py: str, markers: dict[str, str])
         entry_points.optionxform = str  # script names are case-sensitive
         if f"{info_dir}/entry_points.txt" in names:
             entry_points.read_string(zf.read(f"{info_dir}/entry_points.txt").decode())
-        scripts = {name: target.split("[")[0].strip() for section in ("console_scripts", "gui_scripts")
-                   if entry_points.has_section(section)
-                   for name, target in entry_points.items(section)}
+        scripts = {
+            name: target.split("[")[0].strip()
+            for section in ("console_scripts", "gui_scripts")
+            if entry_points.has_section(section)
+            for name, target in entry_points.items(section)
+        }
 
         name, version = _conda_name(meta["Name"]), str(Version(meta["Version"]))
-        depends = {sd: sorted(_conda_spec(_conda_name(r.name), r.specifier) for r in reqs)
-                   for sd, reqs in _requirements(wheel, markers).items()}
-        other_data = [n for n in names if n.startswith(f"{data_dir}/")
-                      and not n.startswith((f"{data_dir}/purelib/", f"{data_dir}/platlib/"))]
+        depends = {
+            sd: sorted(_conda_spec(_conda_name(r.name), r.specifier) for r in reqs)
+            for sd, reqs in _requirements(wheel, markers).items()
+        }
+        other_data = [
+            n
+            for n in names
+            if n.startswith(f"{data_dir}/")
+            and not n.startswith((f"{data_dir}/purelib/", f"{data_dir}/platlib/"))
+        ]
         # noarch: python only when one package fits every platform.
         noarch = is_pure and not other_data and len({tuple(d) for d in depends.values()}) == 1
         site = "site-packages" if noarch else f"lib/python{py}/site-packages"
@@ -232,7 +271,7 @@ def _convert_wheel(wheel: Path, channel: Path, py: str, markers: dict[str, str])
                     yield f"{site}/{rest}", data
                 elif kind == "scripts":
                     if data.startswith(b"#!python"):
-                        data = f"#!{PLACEHOLDER}/bin/python".encode() + data[len(b"#!python"):]
+                        data = f"#!{PLACEHOLDER}/bin/python".encode() + data[len(b"#!python") :]
                     yield f"bin/{rest}", data
                 elif kind == "headers":
                     yield f"include/python{py}/{meta['Name']}/{rest}", data
@@ -241,28 +280,48 @@ def _convert_wheel(wheel: Path, channel: Path, py: str, markers: dict[str, str])
             if not noarch:
                 for script, target in scripts.items():
                     module, _, func = target.partition(":")
-                    yield f"bin/{script}", (
-                        f"#!{PLACEHOLDER}/bin/python\nimport sys\n"
-                        f"from {module} import {func.split('.')[0]}\n"
-                        f"sys.exit({func}())\n"
-                    ).encode()
+                    yield (
+                        f"bin/{script}",
+                        (
+                            f"#!{PLACEHOLDER}/bin/python\nimport sys\n"
+                            f"from {module} import {func.split('.')[0]}\n"
+                            f"sys.exit({func}())\n"
+                        ).encode(),
+                    )
 
-        base = {"name": name, "version": version, "build_number": 0,
-                "license": meta.get("License-Expression") or ""}
+        base = {
+            "name": name,
+            "version": version,
+            "build_number": 0,
+            "license": meta.get("License-Expression") or "",
+        }
         if noarch:
             python = _conda_spec("python", SpecifierSet(meta.get("Requires-Python") or ""))
-            link = {"noarch": {"type": "python",
-                               "entry_points": [f"{s} = {t}" for s, t in scripts.items()]},
-                    "package_metadata_version": 1}
-            index = {**base, "build": "pyh_0", "noarch": "python", "subdir": "noarch",
-                     "depends": sorted([*depends["linux-64"], python])}
+            link = {
+                "noarch": {
+                    "type": "python",
+                    "entry_points": [f"{s} = {t}" for s, t in scripts.items()],
+                },
+                "package_metadata_version": 1,
+            }
+            index = {
+                **base,
+                "build": "pyh_0",
+                "noarch": "python",
+                "subdir": "noarch",
+                "depends": sorted([*depends["linux-64"], python]),
+            }
             _write_package(channel / "noarch", index, files(), link)
             return
         abi = py.replace(".", "")
         python = f"python >={py},<{py.split('.')[0]}.{int(py.split('.')[1]) + 1}.0a0"
         for subdir in PLATFORMS:
-            index = {**base, "build": f"py{abi}_0", "subdir": subdir,
-                     "depends": sorted([*depends[subdir], python])}
+            index = {
+                **base,
+                "build": f"py{abi}_0",
+                "subdir": subdir,
+                "depends": sorted([*depends[subdir], python]),
+            }
             # Placeholders for other platforms: same name, version, dependencies; no files.
             content = files() if subdir == "linux-64" else iter(())
             _write_package(channel / subdir, index, content)
@@ -276,19 +335,31 @@ def _python_packages(channel: Path, interpreter: str, full_version: str) -> None
         f"bin/python{py}": interpreter,
         "bin/python3": f"python{py}",
         "bin/python": f"python{py}",
-        "pyvenv.cfg": (f"home = {os.path.dirname(interpreter)}\n"
-                       "include-system-site-packages = false\n"
-                       f"version = {full_version}\n").encode(),
+        "pyvenv.cfg": (
+            f"home = {os.path.dirname(interpreter)}\n"
+            "include-system-site-packages = false\n"
+            f"version = {full_version}\n"
+        ).encode(),
     }
     for subdir in PLATFORMS:
-        index = {"name": "python", "version": full_version, "build": "h_0", "build_number": 0,
-                 "subdir": subdir, "license": "Python-2.0",
-                 "depends": ["__glibc >=2.17"] if subdir == "linux-64" else []}
+        index = {
+            "name": "python",
+            "version": full_version,
+            "build": "h_0",
+            "build_number": 0,
+            "subdir": subdir,
+            "license": "Python-2.0",
+            "depends": ["__glibc >=2.17"] if subdir == "linux-64" else [],
+        }
         _write_package(channel / subdir, index, iter(linux.items() if subdir == "linux-64" else ()))
 
 
-def _write_package(subdir_dir: Path, index: dict, files: Iterator[tuple[str, bytes | str]],
-                   link: dict | None = None) -> None:
+def _write_package(
+    subdir_dir: Path,
+    index: dict,
+    files: Iterator[tuple[str, bytes | str]],
+    link: dict | None = None,
+) -> None:
     """Write name-version-build.conda; a `str` file content means "symlink to"."""
     if index["subdir"] != "noarch":
         index["platform"], index["arch"] = index["subdir"].split("-")
@@ -302,8 +373,12 @@ def _write_package(subdir_dir: Path, index: dict, files: Iterator[tuple[str, byt
                 paths.append({"_path": rel, "path_type": "softlink"})
                 continue
             target.write_bytes(content)
-            entry = {"_path": rel, "path_type": "hardlink", "size_in_bytes": len(content),
-                     "sha256": hashlib.sha256(content).hexdigest()}
+            entry = {
+                "_path": rel,
+                "path_type": "hardlink",
+                "size_in_bytes": len(content),
+                "sha256": hashlib.sha256(content).hexdigest(),
+            }
             if rel.startswith("bin/"):
                 target.chmod(0o755)
                 if PLACEHOLDER.encode() in content:
@@ -318,8 +393,13 @@ def _write_package(subdir_dir: Path, index: dict, files: Iterator[tuple[str, byt
         subdir_dir.mkdir(parents=True, exist_ok=True)
         fn = f"{index['name']}-{index['version']}-{index['build']}.conda"
         # Level 1: the channel is rebuilt per test session, so speed beats size.
-        cph.create(tmp, [*info, *(p["_path"] for p in paths)], fn, out_folder=str(subdir_dir),
-                   compression_level=1)
+        cph.create(
+            tmp,
+            [*info, *(p["_path"] for p in paths)],
+            fn,
+            out_folder=str(subdir_dir),
+            compression_level=1,
+        )
 
 
 def _records(repodata: Path) -> list[dict]:

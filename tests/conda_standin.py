@@ -73,8 +73,9 @@ def load_sources(channels: list[str], subdir: str) -> tuple[list, list]:
             records = [*data.get("packages", {}).values(), *data.get("packages.conda", {}).values()]
             if records and all(r["name"].startswith("__") for r in records):
                 virtual += [
-                    GenericVirtualPackage(PackageName(r["name"]), Version(r["version"]),
-                                          BuildString(r["build"]))
+                    GenericVirtualPackage(
+                        PackageName(r["name"]), Version(r["version"]), BuildString(r["build"])
+                    )
                     for r in records
                     if sd == subdir
                 ]
@@ -87,8 +88,11 @@ def solve(specs: list[str], channels: list[str], subdir: str, locked: list = ())
     sources, virtual = load_sources(channels, subdir)
     if not virtual and subdir == host_subdir():
         virtual = rattler.VirtualPackage.detect()
-    return asyncio.run(rattler.solve_with_sparse_repodata(
-        specs, sources, locked_packages=list(locked), virtual_packages=virtual))
+    return asyncio.run(
+        rattler.solve_with_sparse_repodata(
+            specs, sources, locked_packages=list(locked), virtual_packages=virtual
+        )
+    )
 
 
 def records_for_urls(urls: list[str]) -> list:
@@ -151,14 +155,21 @@ def cmd_solve(args) -> int:
     except Exception as exc:  # conda reports solver errors as JSON on stdout
         print_json({"success": False, "error": type(exc).__name__, "message": str(exc)})
         return 1
-    fetch = sorted((fetch_action(r) for r in records if r.url not in unchanged),
-                   key=lambda a: a["name"])
-    print_json({
-        "actions": {"FETCH": fetch, "LINK": [link_action(a) for a in fetch], "PREFIX": str(prefix)},
-        "dry_run": True,
-        "prefix": str(prefix),
-        "success": True,
-    })
+    fetch = sorted(
+        (fetch_action(r) for r in records if r.url not in unchanged), key=lambda a: a["name"]
+    )
+    print_json(
+        {
+            "actions": {
+                "FETCH": fetch,
+                "LINK": [link_action(a) for a in fetch],
+                "PREFIX": str(prefix),
+            },
+            "dry_run": True,
+            "prefix": str(prefix),
+            "success": True,
+        }
+    )
     return 0
 
 
@@ -175,8 +186,11 @@ def cmd_create_from_file(args) -> int:
     else:
         records = solve(lines + args.specs, args.channels, host_subdir())
     prefix = resolve_prefix(args)
-    asyncio.run(rattler.install(records, target_prefix=prefix, cache_dir=Path(pkgs_dirs()[0]),
-                                show_progress=False))
+    asyncio.run(
+        rattler.install(
+            records, target_prefix=prefix, cache_dir=Path(pkgs_dirs()[0]), show_progress=False
+        )
+    )
     if not args.quiet:
         print(f"created {prefix} with {len(records)} packages")
     return 0
@@ -221,8 +235,9 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: list[str]) -> int:
     args = parser().parse_args(argv)
     if args.cmd in ("info", "config"):
-        print_json({"pkgs_dirs": pkgs_dirs(), "platform": host_subdir(),
-                    "conda_version": CONDA_VERSION})
+        print_json(
+            {"pkgs_dirs": pkgs_dirs(), "platform": host_subdir(), "conda_version": CONDA_VERSION}
+        )
         return 0
     if args.cmd == "list":
         print_json([link_action(r) for r in installed_records(resolve_prefix(args))])

@@ -11,6 +11,7 @@ from typing import Any
 
 import copier
 import yaml
+from plumbum import local
 
 TEMPLATE = Path(__file__).resolve().parents[1]
 
@@ -67,23 +68,29 @@ def render(
     env: dict[str, str] | None = None,
 ) -> Path:
     """`copier copy` of this checkout, including uncommitted changes (vcs_ref=HEAD)."""
+    wanted = project_env(env)
     old_env = dict(os.environ)
     os.environ.clear()
-    os.environ.update(project_env(env))
-    try:
-        copier.run_copy(
-            str(TEMPLATE),
-            destination,
-            data=answers,
-            defaults=True,
-            unsafe=True,
-            vcs_ref="HEAD",
-            quiet=True,
-            skip_tasks=not tasks,
-        )
-    finally:
-        os.environ.clear()
-        os.environ.update(old_env)
+    os.environ.update(wanted)
+    # copier starts its tasks with plumbum's copy of the environment, taken at import.
+    with local.env():
+        for name in set(local.env.keys()) - set(wanted):
+            del local.env[name]
+        local.env.update(**wanted)
+        try:
+            copier.run_copy(
+                str(TEMPLATE),
+                destination,
+                data=answers,
+                defaults=True,
+                unsafe=True,
+                vcs_ref="HEAD",
+                quiet=True,
+                skip_tasks=not tasks,
+            )
+        finally:
+            os.environ.clear()
+            os.environ.update(old_env)
     return destination
 
 

@@ -114,7 +114,9 @@ def test_missing_uv_stops_setup_with_install_advice(tmp_path):
     assert not destination.exists()
 
 
-def test_setup_names_every_missing_tool(tmp_path):
+@pytest.mark.parametrize("env_manager", ["uv", "conda"])
+def test_setup_names_every_missing_tool(tmp_path, env_manager):
+    solvers = ("micromamba", "mamba", "conda")
     result = subprocess.run(
         [
             sys.executable,
@@ -125,9 +127,11 @@ def test_setup_names_every_missing_tool(tmp_path):
             "../storage",
             "--author",
             "Ada <ada@example.com>",
+            "--env-manager",
+            env_manager,
         ],
         cwd=tmp_path,
-        env={**os.environ, "PATH": path_without(tmp_path, "git", "uv")},
+        env={**os.environ, "PATH": path_without(tmp_path, "git", "uv", *solvers)},
         capture_output=True,
         text=True,
         check=False,
@@ -135,4 +139,6 @@ def test_setup_names_every_missing_tool(tmp_path):
     assert result.returncode == 1
     assert "- git: install git" in result.stderr
     assert "- uv: install uv with `pip install uv`" in result.stderr
+    # A conda project also needs a solver for conda-lock; a uv project does not.
+    assert ("- conda: install micromamba" in result.stderr) == (env_manager == "conda")
     assert list(tmp_path.iterdir()) == [tmp_path / "bin"]

@@ -92,11 +92,16 @@ def test_ci_files_match_the_answer_and_validate(project):
         assert paths, f"no {provider} CI file"
         run(BIN / "check-jsonschema", "--builtin-schema", schema_for[provider], *paths, cwd=project)
         text = "\n".join(path.read_text() for path in paths)
-        for session in ("lint", "tests", "status", "retrain", "deploy", "rollback", "score"):
-            assert f"nox -s {session}" in text
-        assert "uv lock --check" in text
+        for session in ("check-lock", "lint", "tests", "status", "retrain", "deploy", "score"):
+            assert f"nox@2026.10.20 -s {session}" in text
+        if provider == "github":
+            # Every job sets up the environment with the project's own action.
+            action = project / ".github" / "actions" / "setup" / "action.yml"
+            run(BIN / "check-jsonschema", "--builtin-schema", "vendor.github-actions", action,
+                cwd=project)  # fmt: skip
+            assert text.count("uses: ./.github/actions/setup") == len(jobs(paths))
         # Deploy and rollback wait for a person: a protected environment that needs approval.
-        deploy_jobs = [job for job in jobs(paths) if "nox -s deploy" in json.dumps(job)]
+        deploy_jobs = [job for job in jobs(paths) if "-s deploy" in json.dumps(job)]
         assert deploy_jobs and all(job_needs_approval(provider, job) for job in deploy_jobs)
 
 
