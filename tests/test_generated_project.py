@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from projects import run
 
@@ -128,3 +130,16 @@ def test_dockerfile_lints_clean(project):
     text = dockerfile.read_text()
     # Built from the lock, run as a non-root user, checked by its health endpoint.
     assert "uv sync --locked" in text and "USER 10001" in text and "/health" in text
+
+
+@pytest.mark.skipif(shutil.which("hey") is None, reason="needs the load generator hey")
+def test_the_serving_benchmark_runs(generated):
+    project = generated("default")
+    quick = ("--seconds", "1", "--rows", "3000", "--skip-mlflow")
+    run("uv", "run", "--locked", "nox", "-s", "bench", "--", *quick, cwd=project)
+    figures = json.loads((project / "build" / "bench" / "serving.json").read_text())
+    served = figures["servers"]["lab2prod"]
+    assert served["c1"]["requests"] > 0 and served["c8"]["failed"] == 0
+    assert figures["swaps"]["versions_served"] == [1, 2, 1] and figures["swaps"]["failed"] == 0
+    assert [batch["rows"] for batch in figures["batch"]] == [3000]
+    assert run("git", "status", "--porcelain", cwd=project).stdout == ""
