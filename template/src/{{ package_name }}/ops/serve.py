@@ -219,7 +219,7 @@ class Service:
     """The ASGI application: auth, body limit, metrics and /predict, then FastAPI for the rest.
 
     /predict is answered here rather than through FastAPI's routing and dependency injection,
-    which cost more per request than the model call itself. FastAPI serves the other endpoints
+    which cost nearly as much per request as the model call itself. FastAPI serves the others
     and the OpenAPI document, in which /predict is described by hand.
     """
 
