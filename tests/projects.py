@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import socket
 import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,9 @@ import yaml
 from plumbum import local
 
 TEMPLATE = Path(__file__).resolve().parents[1]
+# check-jsonschema and hadolint, installed beside the tests' Python.
+TOOLS = Path(sys.executable).parent
+CI_SCHEMAS = {"github": "vendor.github-workflows", "gitlab": "vendor.gitlab-ci"}
 
 BUCKET = "lab2prod"
 S3_ANSWERS = {"dvc_remote": f"s3://{BUCKET}/dvc", "registry": f"s3://{BUCKET}/registry"}
@@ -92,6 +96,44 @@ def render(
             os.environ.clear()
             os.environ.update(old_env)
     return destination
+
+
+def ci_files(project: Path) -> dict[str, list[Path]]:
+    """The CI files a project has, by provider."""
+    gitlab = project / ".gitlab-ci.yml"
+    return {
+        "github": sorted((project / ".github" / "workflows").glob("*.yml")),
+        "gitlab": [gitlab] if gitlab.exists() else [],
+    }
+
+
+def validate_ci(project: Path, provider: str) -> list[Path]:
+    """The provider's CI files, after check-jsonschema passed them (and GitHub's setup action)."""
+    paths = ci_files(project)[provider]
+    assert paths, f"no {provider} CI file"
+    run(TOOLS / "check-jsonschema", "--builtin-schema", CI_SCHEMAS[provider], *paths, cwd=project)
+    if provider == "github":
+        action = project / ".github" / "actions" / "setup" / "action.yml"
+        run(TOOLS / "check-jsonschema", "--builtin-schema", "vendor.github-actions", action,
+            cwd=project)  # fmt: skip
+    return paths
+
+
+def lint_dockerfile(project: Path) -> str:
+    """The Dockerfile's text, after hadolint passed it clean and every file it copies from the
+    build context was found among those .dockerignore lets through."""
+    dockerfile = project / "Dockerfile"
+    linted = run(TOOLS / "hadolint", "--failure-threshold", "info", dockerfile, cwd=project)
+    assert linted.stdout == ""
+    ignore = (project / ".dockerignore").read_text().splitlines()
+    let_through = {line[1:].rstrip("/") for line in ignore if line.startswith("!")}
+    text = dockerfile.read_text()
+    for line in text.splitlines():
+        words = line.split()
+        if words[:1] == ["COPY"] and not any(word.startswith("--from") for word in words):
+            sources = [word.rstrip("/") for word in words[1:-1] if not word.startswith("--")]
+            assert set(sources) <= let_through, f"{line!r}: .dockerignore keeps it out"
+    return text
 
 
 def free_port() -> int:

@@ -20,9 +20,8 @@ from pathlib import Path
 import conda_fixture
 import pytest
 import yaml
-from projects import render, run
+from projects import lint_dockerfile, render, run, validate_ci
 
-BIN = Path(__file__).resolve().parents[1] / ".venv" / "bin"
 PLATFORMS = ["linux-64", "osx-arm64", "win-64"]
 
 
@@ -134,12 +133,8 @@ def test_ci_and_dockerfile_follow_the_choice(tmp_path, ci_provider):
         tmp_path / "p", {"env_manager": "conda", "ci_provider": ci_provider}, tasks=False
     )
     if ci_provider == "github":
+        validate_ci(project, "github")
         action = project / ".github" / "actions" / "setup" / "action.yml"
-        workflows = sorted((project / ".github" / "workflows").glob("*.yml"))
-        run(BIN / "check-jsonschema", "--builtin-schema", "vendor.github-workflows", *workflows,
-            cwd=project)  # fmt: skip
-        run(BIN / "check-jsonschema", "--builtin-schema", "vendor.github-actions", action,
-            cwd=project)  # fmt: skip
         # micromamba for conda-lock, and .conda-env cached by the lock's hash.
         setup = yaml.safe_load(action.read_text())["runs"]["steps"]
         uses = [step["uses"].split("@")[0] for step in setup]
@@ -150,16 +145,12 @@ def test_ci_and_dockerfile_follow_the_choice(tmp_path, ci_provider):
             "key": "conda-env-${{ runner.os }}-${{ hashFiles('conda-lock.yml') }}",
         }
     else:
-        gitlab = project / ".gitlab-ci.yml"
-        run(BIN / "check-jsonschema", "--builtin-schema", "vendor.gitlab-ci", gitlab, cwd=project)
+        (gitlab,) = validate_ci(project, "gitlab")
         default = yaml.safe_load(gitlab.read_text())["default"]
         assert default["cache"] == {"key": {"files": ["conda-lock.yml"]},
                                     "paths": [".conda-env", ".cache/uv"]}  # fmt: skip
         assert any("micromamba" in line for line in default["before_script"])
-    dockerfile = project / "Dockerfile"
-    linted = run(BIN / "hadolint", "--failure-threshold", "info", dockerfile, cwd=project)
-    assert linted.stdout == ""
-    text = dockerfile.read_text()
+    text = lint_dockerfile(project)
     assert "FROM mambaorg/micromamba:" in text and "--file conda-linux-64.lock" in text
     hooks = (project / ".pre-commit-config.yaml").read_text()
     assert "uv run" not in hooks and "entry: .conda-env/bin/ruff check" in hooks

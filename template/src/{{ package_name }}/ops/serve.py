@@ -40,6 +40,7 @@ from .registry import Registry
 log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000
+TOO_LARGE = f"the request body must be at most {MAX_BODY_BYTES} bytes"
 MAX_RECORDS = 1_000
 KNOWN_PATHS = {"/predict", "/health", "/ready", "/version", "/metrics"}
 # Probes stay open when a token is set, so an orchestrator can check the service without it.
@@ -191,7 +192,7 @@ async def read_body(receive: Callable[[], Awaitable[dict]]) -> bytes:
             raise Refusal(400, "the client went away before the body was complete")
         body += message.get("body", b"")
         if len(body) > MAX_BODY_BYTES:
-            raise Refusal(413, f"the request body must be at most {MAX_BODY_BYTES} bytes")
+            raise Refusal(413, TOO_LARGE)
         if not message.get("more_body"):
             return bytes(body)
 
@@ -281,7 +282,7 @@ class Service:
                 )
         declared = headers.get(b"content-length", b"0")
         if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
-            raise Refusal(413, f"the request body must be at most {MAX_BODY_BYTES} bytes")
+            raise Refusal(413, TOO_LARGE)
 
     async def predict(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["method"] != "POST":
