@@ -58,7 +58,7 @@ def main() -> None:
         # the data stays in the local cache until a later `dvc push`.
         print(
             f"lab2prod: could not push to the DVC remote {url}; set its credentials and run "
-            "`uv run dvc push` before sharing the project.",
+            "`nox -s run -- dvc push` before sharing the project.",
             file=sys.stderr,
         )
 

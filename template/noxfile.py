@@ -139,7 +139,7 @@ def env(session: nox.Session) -> None:
 
 @nox.session
 def lint(session: nox.Session) -> None:
-    """Lint and check formatting with ruff, at the version in uv.lock."""
+    """Lint and check formatting with ruff, at the locked version."""
     locked(session, "ruff", "check", *session.posargs)
     locked(session, "ruff", "format", "--check")
 
@@ -169,7 +169,7 @@ def status(session: nox.Session) -> None:
     locked(session, "dvc", "pull", "--quiet")
     stale = json.loads(dvc_output(session, "status", "--json") or "{}")
     if stale:
-        session.error(f"pipeline stages are out of date, run `uv run dvc repro`: {stale}")
+        session.error(f"pipeline stages are out of date, run `nox -s repro`: {stale}")
     session.log("every stage is up to date with its data, code and params")
 
 

@@ -281,7 +281,7 @@ def test_package_refuses_stale_or_uncommitted_work(lived):
         stale = project.nox("package", check=False)
         assert stale.returncode != 0
         assert "package: refused: the pipeline is out of date (train" in stale.stdout
-        assert "run `uv run dvc repro`" in stale.stdout
+        assert "run `nox -s repro`" in stale.stdout
         run("git", "checkout", "params.yaml", cwd=project.path)
 
         readme.write_text(readme.read_text() + "\nA note.\n")

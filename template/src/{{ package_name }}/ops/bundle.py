@@ -80,7 +80,7 @@ def build(settings: Settings, *, allow_dirty: bool = False) -> tuple[bytes, dict
     stale = stale_stages(settings)
     if stale:
         raise BundleError(
-            f"the pipeline is out of date ({', '.join(stale)}): run `uv run dvc repro` "
+            f"the pipeline is out of date ({', '.join(stale)}): run `nox -s repro` "
             "(or `nox -s retrain`) and commit dvc.lock first"
         )
     dirty = bool(git(settings, "status", "--porcelain"))
