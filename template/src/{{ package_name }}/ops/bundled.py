@@ -15,9 +15,10 @@ from pathlib import Path
 from .settings import LOCK_FILES, add_server_options
 
 ENVIRONMENT_FILES = ("pyproject.toml", "environment.yml", *LOCK_FILES)
-# For each lock: how to install it, and the environment's Python.
+# For each lock: how to install it (for uv, what the model needs at run time only, as in the
+# Dockerfile), and the environment's Python.
 INSTALL = {
-    "uv.lock": ("uv sync --locked --no-install-project", ".venv/bin/python"),
+    "uv.lock": ("uv sync --locked --no-install-project --no-default-groups", ".venv/bin/python"),
     "conda-lock.yml": (
         "uvx conda-lock@4.0.3 install --prefix .conda-env conda-lock.yml",
         ".conda-env/bin/python",
