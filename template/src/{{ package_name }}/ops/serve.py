@@ -41,6 +41,9 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES = 1_000_000
 TOO_LARGE = f"the request body must be at most {MAX_BODY_BYTES} bytes"
+# A refused request's unread body is read and dropped up to this size before the reply; closing
+# on unread data would reset the connection, and the client would never see why.
+MAX_DISCARDED_BYTES = 16 * MAX_BODY_BYTES
 MAX_RECORDS = 1_000
 KNOWN_PATHS = {"/predict", "/health", "/ready", "/version", "/metrics"}
 # Probes stay open when a token is set, so an orchestrator can check the service without it.
@@ -216,6 +219,25 @@ def parse_records(body: bytes) -> np.ndarray:
     return np.array([list(record.__dict__.values()) for record in records], dtype=np.float64)
 
 
+class Body:
+    """A request's receive channel that remembers whether the body has been read to its end."""
+
+    def __init__(self, receive: Callable[[], Awaitable[dict]]) -> None:
+        self.receive = receive
+        self.finished = False
+
+    async def __call__(self) -> dict:
+        message = await self.receive()
+        if message["type"] != "http.request" or not message.get("more_body"):
+            self.finished = True
+        return message
+
+    async def discard(self) -> None:
+        dropped = 0
+        while not self.finished and dropped <= MAX_DISCARDED_BYTES:
+            dropped += len((await self()).get("body", b""))
+
+
 class Service:
     """The ASGI application: auth, body limit, metrics and /predict, then FastAPI for the rest.
 
@@ -256,14 +278,16 @@ class Service:
             await send(message)
 
         path = scope["path"]
+        body = Body(receive)
         try:
             self.check(scope)
             if path == "/predict":
-                await self.predict(scope, receive, send_and_note)
+                await self.predict(scope, body, send_and_note)
             else:
-                await self.api(scope, receive, send_and_note)
+                await self.api(scope, body, send_and_note)
         except Refusal as refusal:
-            await refusal.response()(scope, receive, send_and_note)
+            await body.discard()
+            await refusal.response()(scope, body, send_and_note)
         finally:
             label = path if path in KNOWN_PATHS else "other"
             self.requests.labels(label, str(status)).inc()
