@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -103,35 +104,45 @@ config = settings.load()
 registry = Registry(config.registry, config.model_name)
 model = Bundle.open(registry.bundle(int(sys.argv[1]))).load_model()
 holdout = pd.read_csv(config.holdout_file).drop(columns="malignant")
-print(json.dumps(model.predict_proba(holdout)[:, 1].tolist()))
+print(json.dumps([model.predict(holdout).tolist(), model.predict_proba(holdout)[:, 1].tolist()]))
 """
+
+
+def in_project(project: Project, script: str, *arguments: str) -> str:
+    """The output of a Python script run in the project's environment (its tools on PATH)."""
+    bin_dir = project.path / ".venv" / "bin"
+    env = project.process_env
+    result = subprocess.run(
+        [bin_dir / "python", "-c", script, *arguments],
+        cwd=project.path,
+        env=env | {"PATH": f"{bin_dir}{os.pathsep}{env['PATH']}"},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
 
 
 def test_served_predictions_equal_the_pipeline(lived):
     project, _ = lived
     version = project.serving()
     script = PIPELINE_PREDICTIONS.format(package=project.package)
-    expected = json.loads(
-        subprocess.run(
-            [project.path / ".venv" / "bin" / "python", "-c", script, str(version)],
-            cwd=project.path,
-            env=project.process_env,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-    )
+    labels, probabilities = json.loads(in_project(project, script, str(version)))
     records = holdout_records(project)
     with serving(project) as client:
         status, reply = client.call("/predict", records)
         assert status == 200
         assert reply["model_version"] == version
-        assert [p["probability"] for p in reply["predictions"]] == expected
+        # The compiled model answers; it was proven against the pipeline to this tolerance.
+        assert client.call("/version")[1]["runtime"].startswith("onnxruntime ")
+        assert [p["prediction"] for p in reply["predictions"]] == labels
+        assert [p["probability"] for p in reply["predictions"]] == pytest.approx(
+            probabilities, abs=1e-9
+        )
         single_status, single = client.call("/predict", records[0])
         assert single_status == 200
-        # One row against a batch: the same model, only floating-point summation order differs.
-        assert single["predictions"][0]["prediction"] == reply["predictions"][0]["prediction"]
-        assert single["predictions"][0]["probability"] == pytest.approx(expected[0], rel=1e-12)
+        assert single["predictions"][0]["prediction"] == labels[0]
+        assert single["predictions"][0]["probability"] == pytest.approx(probabilities[0], abs=1e-9)
 
 
 BAD_REQUESTS = [
@@ -276,6 +287,85 @@ def test_a_bundle_file_is_served_as_it_is(lived):
     with serving(project, "--bundle", str(bundle)) as client:
         status, reply = client.call("/predict", holdout_records(project)[0])
         assert status == 200 and reply["model_version"] is None
+
+
+# Three pipelines that must not be served compiled: one whose function has no translation, and the
+# example with a translation that answers differently (the identity instead of log1p).
+COMPILE_REFUSALS = """
+import json
+import numpy as np, pandas as pd
+from skl2onnx.algebra.onnx_ops import OnnxIdentity
+from sklearn.preprocessing import FunctionTransformer
+from {package} import features, params, schema
+from {package}.ops import compiled, settings
+from {package}.train import build_pipeline
+
+config = settings.load()
+train = pd.read_csv(config.holdout_file.parent / "train.csv")
+holdout = pd.read_csv(config.holdout_file)[list(schema.FEATURE_NAMES)].to_numpy("float64")
+pipeline = build_pipeline(params.load("train"))
+pipeline.steps.insert(0, ("absolute", FunctionTransformer(np.abs)))
+pipeline.fit(train[list(schema.FEATURE_NAMES)], train[schema.TARGET])
+outcomes = {{"untranslated": compiled.compile_pipeline(pipeline, holdout)}}
+del pipeline.steps[0]
+outcomes["translated"] = compiled.compile_pipeline(pipeline, holdout)
+features.ONNX_TRANSLATIONS[features.log_scale_areas] = lambda x, opset: OnnxIdentity(
+    x, op_version=opset
+)
+outcomes["mistranslated"] = compiled.compile_pipeline(pipeline, holdout)
+print(json.dumps({{name: [onnx is not None, entry] for name, (onnx, entry) in outcomes.items()}}))
+"""
+
+
+def test_only_a_compiled_model_that_answers_as_the_pipeline_is_served(lived):
+    project, _ = lived
+    outcomes = json.loads(in_project(project, COMPILE_REFUSALS.format(package=project.package)))
+    compiled, entry = outcomes["translated"]
+    assert compiled and entry["member"] == "model/model.onnx"
+    assert entry["parity"]["labels_equal"] and entry["parity"]["max_probability_difference"] < 1e-9
+    compiled, entry = outcomes["untranslated"]
+    assert not compiled and entry["member"] == "model/model.joblib"
+    assert "FunctionTransformer(absolute) has no entry in features.ONNX_TRANSLATIONS" in entry[
+        "reason"
+    ]
+    compiled, entry = outcomes["mistranslated"]
+    assert not compiled and entry["reason"] == "the ONNX model did not answer as the pipeline does"
+    assert entry["parity"]["max_probability_difference"] > 1e-3
+
+
+# A bundle of the current pipeline made where nothing translates its preprocessing function, and
+# the pipeline's own answers on the holdout.
+UNCOMPILED_BUNDLE = """
+import json, sys
+from pathlib import Path
+import joblib, pandas as pd
+from {package} import features
+from {package}.ops import bundle, settings
+
+config = settings.load()
+features.ONNX_TRANSLATIONS.clear()
+data, _ = bundle.build(config, allow_dirty=True)
+Path(sys.argv[1]).write_bytes(data)
+model = joblib.load(config.model_file)
+holdout = pd.read_csv(config.holdout_file).drop(columns="malignant")
+print(json.dumps([model.predict(holdout).tolist(), model.predict_proba(holdout)[:, 1].tolist()]))
+"""
+
+
+def test_a_bundle_that_could_not_be_compiled_serves_the_pipeline(lived, tmp_path):
+    project, _ = lived
+    bundle = tmp_path / "uncompiled.zip"
+    script = UNCOMPILED_BUNDLE.format(package=project.package)
+    labels, probabilities = json.loads(in_project(project, script, str(bundle)))
+    manifest = json.loads(zipfile.ZipFile(bundle).read("manifest.json"))
+    assert "model/model.onnx" not in manifest["members"]
+    assert "no entry in features.ONNX_TRANSLATIONS" in manifest["serving_model"]["reason"]
+    with serving(project, "--bundle", str(bundle)) as client:
+        assert client.call("/version")[1]["runtime"].startswith("scikit-learn ")
+        status, reply = client.call("/predict", holdout_records(project))
+        assert status == 200
+        assert [p["prediction"] for p in reply["predictions"]] == labels
+        assert [p["probability"] for p in reply["predictions"]] == probabilities
 
 
 def test_a_bundle_runs_as_a_program_anywhere(lived, tmp_path):

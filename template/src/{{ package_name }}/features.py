@@ -8,6 +8,9 @@ for scikit-learn's checks.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import numpy as np
 from sklearn.base import TransformerMixin
 from sklearn.preprocessing import FunctionTransformer, StandardScaler
@@ -24,6 +27,23 @@ def log_scale_areas(features: np.ndarray) -> np.ndarray:
     values = np.array(features, dtype=np.float64)
     values[:, LOG_POSITIONS] = np.log1p(values[:, LOG_POSITIONS])
     return values
+
+
+def log_scale_areas_onnx(features: Any, opset: int) -> Any:
+    """`log_scale_areas` as ONNX operators, so that packaging can compile the pipeline."""
+    from skl2onnx.algebra.onnx_ops import OnnxAdd, OnnxLog, OnnxWhere
+
+    is_area = np.isin(np.arange(len(FEATURE_NAMES)), LOG_POSITIONS)
+    logged = OnnxLog(OnnxAdd(features, np.array([1.0]), op_version=opset), op_version=opset)
+    return OnnxWhere(is_area, logged, features, op_version=opset)
+
+
+# The ONNX form of each function a FunctionTransformer step applies (see ops/compiled.py). A model
+# with a step missing here is served by scikit-learn itself: the same answers, slower. Packaging
+# checks that a translation answers as the function does before a bundle may serve it.
+ONNX_TRANSLATIONS: dict[Callable[..., Any], Callable[[Any, int], Any]] = {
+    log_scale_areas: log_scale_areas_onnx
+}
 
 
 def preprocessing_steps() -> list[tuple[str, TransformerMixin]]:

@@ -13,10 +13,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import pandas as pd
+
+if TYPE_CHECKING:  # the service imports this module and never needs pandas, which is slow to load
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -86,6 +88,8 @@ def row_problems(
     Column problems (a missing column, or an unknown one unless `allow_extra`) concern the whole
     file and raise SchemaError.
     """
+    import pandas as pd
+
     expected = [*FEATURE_NAMES, TARGET] if with_target else list(FEATURE_NAMES)
     missing = [name for name in expected if name not in frame.columns]
     if missing:
@@ -114,6 +118,8 @@ def row_problems(
 
 def value_checks(name: str, raw: pd.Series) -> list[tuple[pd.Series, Callable[[Any], str]]]:
     """(rows that fail, how to describe a failing value) for each rule of a column, in order."""
+    import pandas as pd
+
     values = pd.to_numeric(raw, errors="coerce")
     checks = [
         (raw.isna(), lambda _: "missing"),

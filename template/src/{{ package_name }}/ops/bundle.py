@@ -1,6 +1,7 @@
 """The bundle: one immutable zip with everything needed to serve, audit and rebuild a model.
 
-Members: the trained pipeline, the package code, the input schema (JSON), the environment lock,
+Members: the trained pipeline (and, when it compiles and answers the same, its ONNX form, which
+serving uses), the package code, the input schema (JSON), the environment lock,
 dvc.lock, params, metrics, holdout predictions and `manifest.json`, which records where it all
 came from (git commit, clean or dirty, data and model hashes, lock sha256, Python version) and the
 sha256 of every other member.
@@ -103,6 +104,9 @@ def build(settings: Settings, *, allow_dirty: bool = False) -> tuple[bytes, dict
         members[f"code/{path.relative_to(root / 'src').as_posix()}"] = path.read_bytes()
     members["schema.json"] = json.dumps(schema_document(), indent=2).encode()
     members["__main__.py"] = MAIN_MEMBER.format(package=settings.package).encode()
+    compiled, serving_model = compile_model(settings, members[MODEL_MEMBER])
+    if compiled is not None:
+        members[serving_model["member"]] = compiled
 
     inputs, outputs = stage_hashes(yaml.safe_load(members["dvc.lock"]))
     lock_name = next(name for name in LOCK_FILES if name in members)
@@ -121,6 +125,7 @@ def build(settings: Settings, *, allow_dirty: bool = False) -> tuple[bytes, dict
         "metrics": json.loads(members["reports/metrics.json"]),
         "lock_file": lock_name,
         "lock_sha256": sha256(members[lock_name]),
+        "serving_model": serving_model,
         "members": {name: sha256(data) for name, data in sorted(members.items())},
     }
     members["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode()
@@ -130,6 +135,16 @@ def build(settings: Settings, *, allow_dirty: bool = False) -> tuple[bytes, dict
         for name in sorted(members):
             archive.writestr(zipfile.ZipInfo(name, ZIP_TIME), members[name])
     return buffer.getvalue(), manifest
+
+
+def compile_model(settings: Settings, pipeline_file: bytes) -> tuple[bytes | None, dict[str, Any]]:
+    import joblib
+    import pandas as pd
+
+    from .compiled import compile_pipeline
+
+    holdout = pd.read_csv(settings.holdout_file)[list(schema.FEATURE_NAMES)]
+    return compile_pipeline(joblib.load(io.BytesIO(pipeline_file)), holdout.to_numpy("float64"))
 
 
 @dataclass(frozen=True)

@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import Any
 
 from . import commands
 from . import settings as project_settings
@@ -51,10 +52,33 @@ def current_actor(given: str | None, settings: Settings) -> str:
     return configured.stdout.strip() or os.environ.get("USER") or "unknown"
 
 
+def build_bundle(settings: Settings, allow_dirty: bool) -> tuple[bytes, dict[str, Any]]:
+    """A bundle of the current outputs; says which model it serves, and why if not compiled."""
+    from . import bundle
+
+    data, manifest = bundle.build(settings, allow_dirty=allow_dirty)
+    serving = manifest["serving_model"]
+    if "reason" in serving:
+        print(
+            f"package: the bundle serves the scikit-learn pipeline, which answers and starts "
+            f"slower: {serving['reason']}",
+            file=sys.stderr,
+        )
+    else:
+        parity = serving["parity"]
+        print(
+            f"package: serves {serving['member']} ({serving['runtime']}); same labels and "
+            f"probabilities within {parity['max_probability_difference']:.1e} on "
+            f"{parity['rows']} rows",
+            flush=True,
+        )
+    return data, manifest
+
+
 def package(args: argparse.Namespace, settings: Settings) -> int:
     from . import bundle
 
-    data, manifest = bundle.build(settings, allow_dirty=args.allow_dirty)
+    data, manifest = build_bundle(settings, args.allow_dirty)
     print(bundle.write(settings, data, manifest))
     return 0
 
@@ -76,7 +100,7 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
         print("retrain: committed the new dvc.lock and reports", flush=True)
     commands.run(["dvc", "push", "--quiet"], settings.project_dir)
 
-    data, manifest = bundle.build(settings, allow_dirty=args.allow_dirty)
+    data, manifest = build_bundle(settings, args.allow_dirty)
     thresholds = yaml.safe_load((settings.project_dir / "params.yaml").read_text())["gate"]
     registry = Registry(settings.registry, settings.model_name)
     state = registry.state()

@@ -349,6 +349,8 @@ class Service:
                 "data_hashes": manifest["data_hashes"],
                 "trained_at": manifest["created_at"],
                 "metrics": manifest["metrics"],
+                # Which model answers: compiled (onnxruntime) or the pipeline (scikit-learn).
+                "runtime": manifest.get("serving_model", {}).get("runtime", "scikit-learn"),
             }
 
         @api.get("/metrics")
