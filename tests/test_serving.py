@@ -325,9 +325,10 @@ def test_only_a_compiled_model_that_answers_as_the_pipeline_is_served(lived):
     assert entry["parity"]["labels_equal"] and entry["parity"]["max_probability_difference"] < 1e-9
     compiled, entry = outcomes["untranslated"]
     assert not compiled and entry["member"] == "model/model.joblib"
-    assert "FunctionTransformer(absolute) has no entry in features.ONNX_TRANSLATIONS" in entry[
-        "reason"
-    ]
+    assert (
+        "FunctionTransformer(absolute) has no entry in features.ONNX_TRANSLATIONS"
+        in entry["reason"]
+    )
     compiled, entry = outcomes["mistranslated"]
     assert not compiled and entry["reason"] == "the ONNX model did not answer as the pipeline does"
     assert entry["parity"]["max_probability_difference"] > 1e-3
@@ -366,6 +367,17 @@ def test_a_bundle_that_could_not_be_compiled_serves_the_pipeline(lived, tmp_path
         assert status == 200
         assert [p["prediction"] for p in reply["predictions"]] == labels
         assert [p["probability"] for p in reply["predictions"]] == probabilities
+
+
+def test_where_onnxruntime_is_missing_the_service_serves_the_pipeline(lived, tmp_path):
+    project, _ = lived
+    # What a platform with no onnxruntime build (macOS on Intel) sees when importing it.
+    (tmp_path / "onnxruntime.py").write_text("raise ImportError('no onnxruntime here')\n")
+    records = holdout_records(project)[:3]
+    with serving(project, env={"PYTHONPATH": str(tmp_path)}) as client:
+        assert client.call("/version")[1]["runtime"].startswith("scikit-learn ")
+        status, reply = client.call("/predict", records)
+        assert status == 200 and len(reply["predictions"]) == 3
 
 
 def test_a_bundle_runs_as_a_program_anywhere(lived, tmp_path):

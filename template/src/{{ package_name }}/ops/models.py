@@ -7,6 +7,7 @@ The compiled model needs neither scikit-learn nor pandas, so the service starts 
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,12 +17,16 @@ from .. import schema
 from .bundle import MODEL_MEMBER, Bundle
 from .registry import Registry
 
+log = logging.getLogger(__name__)
+
 
 class NoVersion(Exception):
     """The stage serves nothing yet."""
 
 
 class Model(Protocol):
+    runtime: str  # what computes the answers, and its version
+
     def score(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(predicted labels, probability of the positive class) for float64 rows in schema
         order."""
@@ -32,7 +37,9 @@ class PipelineModel:
 
     def __init__(self, pipeline: Any) -> None:
         import pandas as pd
+        import sklearn
 
+        self.runtime = f"scikit-learn {sklearn.__version__}"
         self.pipeline = pipeline
         self.frame = pd.DataFrame
         # A DataFrame made with a ready Index costs microseconds, with a list of names far more.
@@ -49,6 +56,7 @@ class CompiledModel:
     def __init__(self, onnx: bytes) -> None:
         import onnxruntime
 
+        self.runtime = f"onnxruntime {onnxruntime.__version__}"
         options = onnxruntime.SessionOptions()
         # One thread that sleeps when idle: a request's rows are too few to share out, workers
         # scale by process, and spinning threads would take the cores other processes need.
@@ -81,9 +89,13 @@ class Loaded:
 def serving_model(bundle: Bundle) -> Model:
     # Bundles made before compilation existed name no serving model: they serve the pipeline.
     member = bundle.manifest.get("serving_model", {}).get("member", MODEL_MEMBER)
-    if member == MODEL_MEMBER:
-        return PipelineModel(bundle.load_model())
-    return CompiledModel(bundle.members[member])
+    if member != MODEL_MEMBER:
+        try:
+            return CompiledModel(bundle.members[member])
+        except ImportError:
+            # onnxruntime has no build for some platforms (macOS on Intel): same answers, slower.
+            log.warning("onnxruntime is not installed: serving the scikit-learn pipeline")
+    return PipelineModel(bundle.load_model())
 
 
 def load(data: bytes, version: int | None) -> Loaded:

@@ -350,7 +350,7 @@ class Service:
                 "trained_at": manifest["created_at"],
                 "metrics": manifest["metrics"],
                 # Which model answers: compiled (onnxruntime) or the pipeline (scikit-learn).
-                "runtime": manifest.get("serving_model", {}).get("runtime", "scikit-learn"),
+                "runtime": source.current.model.runtime,
             }
 
         @api.get("/metrics")
