@@ -39,6 +39,7 @@ def test_the_whole_story(lived):
     assert run("git", "status", "--porcelain", cwd=project.path).stdout == ""
     report = (project.path / "reports" / "candidate.html").read_text()
     assert "Version 2 passed the deploy gate" in report and "<svg" in report
+    assert "answered by a compiled copy of the trained model (onnxruntime " in report
     if "AWS_ENDPOINT_URL" in project.env:
         keys = stored_keys(project.env)
         assert any(key.startswith("dvc/") for key in keys), "the DVC remote is not on S3"

@@ -46,6 +46,22 @@ def verdict(result: GateResult, version: int) -> str:
     )
 
 
+def serving_sentence(manifest: dict[str, Any]) -> str:
+    """What will answer requests once this version is deployed, in plain words."""
+    serving = manifest["serving_model"]
+    if "reason" in serving:
+        return (
+            f"Requests will be answered by the trained model itself ({serving['runtime']}), "
+            f"not a faster compiled copy: {serving['reason']}."
+        )
+    return (
+        f"Requests will be answered by a compiled copy of the trained model "
+        f"({serving['runtime']}). It gave the trained model's answers on all "
+        f"{serving['parity']['rows']:,} rows it was checked on: the holdout, and rows spread "
+        "over every value the input contract allows."
+    )
+
+
 def metric_rows(result: GateResult) -> list[tuple[str, str, str, str]]:
     rows = []
     for key, label in METRIC_NAMES.items():
@@ -86,6 +102,8 @@ def markdown(result: GateResult, version: int, manifest: dict[str, Any]) -> str:
         f"Built from commit `{manifest['git_commit'][:12]}` on data "
         + ", ".join(f"`{path}` ({md5[:8]})" for path, md5 in manifest["data_hashes"].items())
         + f", created {manifest['created_at']}.",
+        "",
+        serving_sentence(manifest),
         "",
     ]
     return "\n".join(lines)
@@ -156,6 +174,7 @@ The gate asks for {escape(result.metric)} of at least {result.minimum:.4f}, and 
 </div>
 <p>Built from commit <code>{escape(manifest["git_commit"][:12])}</code>, created
 {escape(manifest["created_at"])}.</p>
+<p>{escape(serving_sentence(manifest))}</p>
 </body></html>
 """
 
