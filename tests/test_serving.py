@@ -24,7 +24,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from projects import Project, change_bundle_byte_of, free_port, local_registry
+from projects import Project, change_bundle_byte_of, free_port, local_registry, run
 
 pytestmark = pytest.mark.parametrize("lived", ["local"], indirect=True)
 
@@ -93,7 +93,13 @@ def holdout_records(project: Project) -> list[dict[str, float]]:
     return [{k: float(v) for k, v in row.items() if k != "malignant"} for row in rows]
 
 
-PIPELINE_PREDICTIONS = """
+# Appended to a script that has `config` and `model`: the model's labels and probabilities.
+PRINT_ANSWERS = """
+holdout = pd.read_csv(config.holdout_file).drop(columns="malignant")
+print(json.dumps([model.predict(holdout).tolist(), model.predict_proba(holdout)[:, 1].tolist()]))
+"""
+PIPELINE_PREDICTIONS = (
+    """
 import json, sys
 import pandas as pd
 from {package}.ops import settings
@@ -103,24 +109,16 @@ from {package}.ops.registry import Registry
 config = settings.load()
 registry = Registry(config.registry, config.model_name)
 model = Bundle.open(registry.bundle(int(sys.argv[1]))).load_model()
-holdout = pd.read_csv(config.holdout_file).drop(columns="malignant")
-print(json.dumps([model.predict(holdout).tolist(), model.predict_proba(holdout)[:, 1].tolist()]))
 """
+    + PRINT_ANSWERS
+)
 
 
 def in_project(project: Project, script: str, *arguments: str) -> str:
     """The output of a Python script run in the project's environment (its tools on PATH)."""
     bin_dir = project.path / ".venv" / "bin"
-    env = project.process_env
-    result = subprocess.run(
-        [bin_dir / "python", "-c", script, *arguments],
-        cwd=project.path,
-        env=env | {"PATH": f"{bin_dir}{os.pathsep}{env['PATH']}"},
-        capture_output=True,
-        text=True,
-    )
-    assert result.returncode == 0, result.stderr
-    return result.stdout
+    env = project.env | {"PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}"}
+    return run(bin_dir / "python", "-c", script, *arguments, cwd=project.path, env=env).stdout
 
 
 def test_served_predictions_equal_the_pipeline(lived):
@@ -336,7 +334,8 @@ def test_only_a_compiled_model_that_answers_as_the_pipeline_is_served(lived):
 
 # A bundle of the current pipeline made where nothing translates its preprocessing function, and
 # the pipeline's own answers on the holdout.
-UNCOMPILED_BUNDLE = """
+UNCOMPILED_BUNDLE = (
+    """
 import json, sys
 from pathlib import Path
 import joblib, pandas as pd
@@ -348,9 +347,9 @@ features.ONNX_TRANSLATIONS.clear()
 data, _ = bundle.build(config, allow_dirty=True)
 Path(sys.argv[1]).write_bytes(data)
 model = joblib.load(config.model_file)
-holdout = pd.read_csv(config.holdout_file).drop(columns="malignant")
-print(json.dumps([model.predict(holdout).tolist(), model.predict_proba(holdout)[:, 1].tolist()]))
 """
+    + PRINT_ANSWERS
+)
 
 
 def test_a_bundle_that_could_not_be_compiled_serves_the_pipeline(lived, tmp_path):

@@ -87,7 +87,8 @@ def range_rows(count: int, seed: int = 0) -> np.ndarray:
 
 def compile_pipeline(pipeline: Any, holdout: np.ndarray) -> tuple[bytes | None, dict[str, Any]]:
     """(the compiled model, or None; the manifest's `serving_model` entry, which says why)."""
-    pipeline_entry = {"member": MODEL_MEMBER, "runtime": f"scikit-learn {version('scikit-learn')}"}
+    reference = PipelineModel(pipeline)
+    pipeline_entry = {"member": MODEL_MEMBER, "runtime": reference.runtime}
     try:
         onnx = to_onnx(pipeline)
         compiled = CompiledModel(onnx)
@@ -95,7 +96,7 @@ def compile_pipeline(pipeline: Any, holdout: np.ndarray) -> tuple[bytes | None, 
         return None, {**pipeline_entry, "reason": f"could not compile to ONNX: {error}"}
 
     rows = np.vstack([holdout, range_rows(RANGE_ROWS)])
-    expected_labels, expected = PipelineModel(pipeline).score(rows)
+    expected_labels, expected = reference.score(rows)
     labels, probabilities = compiled.score(rows)
     parity = {
         "rows": len(rows),
@@ -111,7 +112,7 @@ def compile_pipeline(pipeline: Any, holdout: np.ndarray) -> tuple[bytes | None, 
         }
     return onnx, {
         "member": COMPILED_MEMBER,
-        "runtime": f"onnxruntime {version('onnxruntime')}",
+        "runtime": compiled.runtime,
         "compiled_by": f"skl2onnx {version('skl2onnx')}",
         "parity": {**parity, "tolerance": PROBABILITY_TOLERANCE},
     }
