@@ -2,7 +2,8 @@
 
 `setup_project.py` runs this with the project's interpreter (`uv run`), so DVC and the science
 package come from uv.lock. Steps: write the example raw data, `dvc init`, configure the default
-remote, `dvc add data/raw`, run the pipeline once and push data and outputs to the remote.
+remote, infer the input contract (schema.py) from the example data, `dvc add data/raw`, run the
+pipeline once and push data and outputs to the remote.
 """
 
 from __future__ import annotations
@@ -44,7 +45,14 @@ def main() -> None:
     project = Path.cwd()
 
     example = importlib.import_module(f"{args.package}.example")
-    example.write_raw_data(project / "data" / "raw")
+    raw_file = example.write_raw_data(project / "data" / "raw")
+    cli = importlib.import_module(f"{args.package}.ops.cli")
+    inferred = cli.main(
+        ["schema", str(raw_file.relative_to(project)), "--target", example.TARGET,
+         "--task", example.TASK]
+    )  # fmt: skip
+    if inferred != 0:
+        sys.exit("lab2prod: could not infer the contract from the example data; see above.")
 
     run_dvc("init", "--quiet")
     run_dvc("config", "core.analytics", "false")

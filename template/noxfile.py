@@ -179,6 +179,12 @@ def ops(session: nox.Session, verb: str) -> None:
 
 
 @nox.session
+def schema(session: nox.Session) -> None:
+    """Infer the input contract from data: `-- DATA_FILE --target COLUMN [--task T]`."""
+    ops(session, "schema")
+
+
+@nox.session
 def package(session: nox.Session) -> None:
     """Build a bundle of the current pipeline outputs (`-- --allow-dirty` for a test build)."""
     ops(session, "package")

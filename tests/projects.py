@@ -32,6 +32,8 @@ ANSWER_SETS: dict[str, dict[str, Any]] = {
         "ci_provider": "none",
         "license": "BSD-3-Clause",
     },
+    "multiclass": {"task": "multiclass"},
+    "regression": {"task": "regression"},
 }
 
 

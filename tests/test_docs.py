@@ -17,5 +17,5 @@ def test_docs_build_strictly(tmp_path):
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
-    for page in ("index.html", "questions/index.html", "layout/index.html"):
+    for page in ("index.html", "questions/index.html", "layout/index.html", "own-data/index.html"):
         assert (tmp_path / "site" / page).is_file()

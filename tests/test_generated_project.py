@@ -69,14 +69,27 @@ def test_second_repro_has_nothing_to_do(project):
     assert json.loads(run("uv", "run", "dvc", "status", "--json", cwd=project).stdout) == {}
 
 
+# Per task: a metric of the example's model and its floor (or ceiling), the example's rows, the
+# holdout's size, and the plots that fit the task.
+EXAMPLE_RESULTS = {
+    "binary": ("roc_auc", 0.97, None, 569, 143, ["ROC curve", "Precision and recall", "Confusion"]),
+    "multiclass": ("accuracy", 0.9, None, 178, 45, ["Confusion matrix"]),
+    "regression": ("rmse", None, 70.0, 442, 111, ["Predicted against actual", "Residuals"]),
+}
+
+
 def test_metrics_and_plots_are_declared(project):
+    task = yaml.safe_load((project / ".copier-answers.yml").read_text())["task"]
+    metric, floor, ceiling, rows, holdout_rows, plots = EXAMPLE_RESULTS[task]
     shown = json.loads(run("uv", "run", "dvc", "metrics", "show", "--json", cwd=project).stdout)
     metrics = shown[""]["data"]["reports/metrics.json"]["data"]
-    assert metrics["roc_auc"] > 0.97
-    assert metrics["holdout_rows"] == 143
+    assert metrics[metric] >= (floor or -1e9) and metrics[metric] <= (ceiling or 1e9), metrics
+    assert metrics["holdout_rows"] == holdout_rows
+    quality = shown[""]["data"]["reports/prepare.json"]["data"]
+    assert quality == {"rows_read": rows, "rows_rejected": 0, "rejected_share": 0.0}
     run("uv", "run", "dvc", "plots", "show", "--out", "dvc_plots", cwd=project)
     page = (project / "dvc_plots" / "index.html").read_text()
-    assert "ROC curve" in page and "Confusion matrix" in page
+    assert all(title in page for title in plots), plots
 
 
 def test_ci_files_match_the_answer_and_validate(project):

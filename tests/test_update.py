@@ -16,7 +16,7 @@ import yaml
 from projects import TEMPLATE, run
 
 OWNED_BY_TEMPLATE = Path("template/src/{{ package_name }}/ops/cli.py")
-OWNED_BY_TEAM = Path("template/params.yaml")
+OWNED_BY_TEAM = Path("template/params.yaml.jinja")
 
 
 def git(*arguments: str, cwd: Path) -> str:

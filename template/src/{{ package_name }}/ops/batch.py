@@ -1,8 +1,10 @@
 """Batch scoring: a CSV or Parquet file in, the same format out, in chunks of bounded memory.
 
-Every output row keeps its input columns and gains `prediction`, `probability` and
-`model_version`. A row that breaks the schema goes to a rejects file (CSV, its original values
-plus `row` and `reason`) instead, so rows in = rows scored + rows rejected, always. Outputs are
+Rows are checked against the contract of the model's own bundle. Every output row keeps its input
+columns (ids and other pass-through columns included) and gains `prediction`, for classification
+one `probability_<class>` column per class, and `model_version`. A row that breaks the contract
+goes to a rejects file (CSV, its original values plus `row` and `reason`) instead, so rows in =
+rows scored + rows rejected, always. Outputs are
 written under temporary names and renamed when complete: a failed run leaves nothing half-written.
 """
 
@@ -21,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from .. import schema
+from ..contract import ContractError
 from .models import Loaded
 
 FORMATS = (".csv", ".parquet")
@@ -46,7 +48,10 @@ def file_format(path: Path) -> str:
 
 def chunks(path: Path, rows: int) -> Iterator[pd.DataFrame]:
     if file_format(path) == ".csv":
-        yield from pd.read_csv(path, chunksize=rows)
+        # Cells as text, checked by the contract: "NA" stays a category, "007" keeps its zeros.
+        yield from pd.read_csv(
+            path, chunksize=rows, dtype=str, keep_default_na=False, na_values=[""]
+        )
     else:
         # Read through a small buffer: prebuffering would hold whole row groups (a million rows
         # each by default) in memory, which grows with the file.
@@ -122,8 +127,8 @@ def score(model: Loaded, source: Path, target: Path, rejects: Path, chunk_rows: 
     try:
         for chunk in chunks(source, chunk_rows):
             try:
-                problems = schema.row_problems(chunk, with_target=False, allow_extra=True)
-            except schema.SchemaError as error:
+                problems = model.contract.problems(chunk, with_target=False, allow_extra=True)
+            except ContractError as error:
                 raise BatchError(f"{source}: {error}") from None
             positions = problems.index.to_numpy()
             bad = np.zeros(len(chunk), dtype=bool)
@@ -135,15 +140,12 @@ def score(model: Loaded, source: Path, target: Path, rejects: Path, chunk_rows: 
                 rejected.write(rows)
             good = chunk[~bad].copy()
             if len(good):
-                features = good[list(schema.FEATURE_NAMES)].to_numpy(dtype="float64")
-                good["prediction"], good["probability"] = model.score(features)
-                good["model_version"] = model.version
-                scored.write(good)
+                scored.write(with_answers(model, good))
             counts.rows_in += len(chunk)
             counts.rows_scored += len(good)
             counts.rows_rejected += int(bad.sum())
             progress.update(len(chunk))
-        scored.commit(empty_output(source))
+        scored.commit(empty_output(source, model))
         rejected.commit(pd.DataFrame(columns=["row", "reason"]))
     except BaseException:
         scored.discard()
@@ -154,7 +156,24 @@ def score(model: Loaded, source: Path, target: Path, rejects: Path, chunk_rows: 
     return counts
 
 
-def empty_output(source: Path) -> pd.DataFrame:
+def answer_columns(model: Loaded) -> list[str]:
+    return ["prediction", *(f"probability_{label}" for label in model.classes), "model_version"]
+
+
+def with_answers(model: Loaded, rows: pd.DataFrame) -> pd.DataFrame:
+    """The rows, with the model's answers and version in new columns."""
+    contract = model.contract
+    labels, probabilities = model.score(
+        contract.model_inputs(contract.typed(rows, with_target=False))
+    )
+    rows["prediction"] = labels
+    for position, label in enumerate(model.classes):
+        rows[f"probability_{label}"] = probabilities[:, position]
+    rows["model_version"] = model.version
+    return rows
+
+
+def empty_output(source: Path, model: Loaded) -> pd.DataFrame:
     """The output's columns when no row was valid."""
     columns = next(chunks(source, 1)).columns.tolist() if source.stat().st_size else []
-    return pd.DataFrame(columns=[*columns, "prediction", "probability", "model_version"])
+    return pd.DataFrame(columns=[*columns, *answer_columns(model)])

@@ -18,15 +18,16 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
-from .. import schema
-from . import commands
+from . import commands, science
 from .audit import sha256
 from .settings import LOCK_FILES, Settings
 
 PROJECT_FILES = ("pyproject.toml", "environment.yml", "dvc.lock", "params.yaml", *LOCK_FILES)
 MODEL_MEMBER = "model/model.joblib"
+SCHEMA_MEMBER = "schema.json"
 PREDICTIONS_MEMBER = "reports/predictions.csv"
 # `python BUNDLE.zip` runs this member: the bundle serves itself, with the code inside it.
 MAIN_MEMBER = """\
@@ -65,17 +66,6 @@ def stage_hashes(dvc_lock: dict[str, Any]) -> tuple[dict[str, str], dict[str, st
     return {path: md5 for path, md5 in deps.items() if not produced(path)}, outs
 
 
-def schema_document() -> dict[str, Any]:
-    """The input contract as JSON, for consumers that do not run Python."""
-    return {
-        "features": [
-            {"name": f.name, "type": "number", "minimum": f.minimum, "maximum": f.maximum}
-            for f in schema.FEATURES
-        ],
-        "target": {"name": schema.TARGET, "values": list(schema.TARGET_VALUES)},
-    }
-
-
 def build(settings: Settings, *, allow_dirty: bool = False) -> tuple[bytes, dict[str, Any]]:
     """The bundle's bytes and its manifest, for the pipeline outputs now in the project."""
     stale = stale_stages(settings)
@@ -91,7 +81,10 @@ def build(settings: Settings, *, allow_dirty: bool = False) -> tuple[bytes, dict
             "them, or pass --allow-dirty for a bundle that can never be promoted"
         )
 
+    from .. import tasks
+
     root = settings.project_dir
+    contract = science.contract()
     members: dict[str, bytes] = {MODEL_MEMBER: settings.model_file.read_bytes()}
     predictions = settings.reports_dir / "predictions.csv"
     members[PREDICTIONS_MEMBER] = predictions.read_bytes()
@@ -102,9 +95,17 @@ def build(settings: Settings, *, allow_dirty: bool = False) -> tuple[bytes, dict
     package_dir = root / "src" / settings.package
     for path in sorted(package_dir.rglob("*.py")):
         members[f"code/{path.relative_to(root / 'src').as_posix()}"] = path.read_bytes()
-    members["schema.json"] = json.dumps(schema_document(), indent=2).encode()
+    members[SCHEMA_MEMBER] = json.dumps(contract.to_json(), indent=2, default=str).encode()
     members["__main__.py"] = MAIN_MEMBER.format(package=settings.package).encode()
-    compiled, serving_model = compile_model(settings, members[MODEL_MEMBER])
+    quality = settings.reports_dir / "prepare.json"
+    if quality.is_file():
+        members["reports/prepare.json"] = quality.read_bytes()
+    pipeline = load_pipeline(members[MODEL_MEMBER])
+    try:
+        tasks.check_estimator(pipeline, contract.target)
+    except ValueError as error:
+        raise BundleError(f"the trained model does not fit schema.py: {error}") from None
+    compiled, serving_model = compile_model(settings, pipeline, contract)
     if compiled is not None:
         members[serving_model["member"]] = compiled
 
@@ -123,6 +124,11 @@ def build(settings: Settings, *, allow_dirty: bool = False) -> tuple[bytes, dict
         "model_md5": outputs[settings.model_file.relative_to(root).as_posix()],
         "params": yaml.safe_load(members["params.yaml"]),
         "metrics": json.loads(members["reports/metrics.json"]),
+        "data_quality": json.loads(members.get("reports/prepare.json", b"{}")),
+        "task": str(contract.target.task),
+        "positive_class": contract.target.positive,
+        # The order of the probability columns the model answers with.
+        "classes": getattr(pipeline, "classes_", np.array([])).tolist(),
         "lock_file": lock_name,
         "lock_sha256": sha256(members[lock_name]),
         "serving_model": serving_model,
@@ -137,14 +143,20 @@ def build(settings: Settings, *, allow_dirty: bool = False) -> tuple[bytes, dict
     return buffer.getvalue(), manifest
 
 
-def compile_model(settings: Settings, pipeline_file: bytes) -> tuple[bytes | None, dict[str, Any]]:
-    import joblib
+def load_pipeline(data: bytes) -> Any:
+    import joblib  # heavy: only the commands that need the model pay for it
+
+    return joblib.load(io.BytesIO(data))
+
+
+def compile_model(
+    settings: Settings, pipeline: Any, contract: Any
+) -> tuple[bytes | None, dict[str, Any]]:
     import pandas as pd
 
     from .compiled import compile_pipeline
 
-    holdout = pd.read_csv(settings.holdout_file)[list(schema.FEATURE_NAMES)]
-    return compile_pipeline(joblib.load(io.BytesIO(pipeline_file)), holdout.to_numpy("float64"))
+    return compile_pipeline(pipeline, contract, pd.read_parquet(settings.holdout_file))
 
 
 @dataclass(frozen=True)
@@ -167,9 +179,7 @@ class Bundle:
         return cls(manifest=manifest, members=members)
 
     def load_model(self) -> Any:
-        import joblib  # heavy: only the commands that need the model pay for it
-
-        return joblib.load(io.BytesIO(self.members[MODEL_MEMBER]))
+        return load_pipeline(self.members[MODEL_MEMBER])
 
 
 def write(settings: Settings, data: bytes, manifest: dict[str, Any]) -> Path:

@@ -6,6 +6,7 @@ deploy     promote a version to a stage, with an approver
 rollback   return a stage to the version it served before
 audit      verify the whole log and print the history
 reproduce  rebuild a version from its commit and data and compare with the record
+schema     infer the input contract (schema.py) from a data file, and say why
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from . import settings as project_settings
 from .audit import AuditError, Record, Refused
 from .bundle import Bundle, BundleError
 from .registry import DEFAULT_STAGE, Registry, State
+from .science import NoContract
 from .settings import Settings
 
 
@@ -65,11 +67,12 @@ def build_bundle(settings: Settings, allow_dirty: bool) -> tuple[bytes, dict[str
             file=sys.stderr,
         )
     else:
+        from .compiled import agreement
+
         parity = serving["parity"]
         print(
-            f"package: serves {serving['member']} ({serving['runtime']}); same labels and "
-            f"probabilities within {parity['max_probability_difference']:.1e} on "
-            f"{parity['rows']} rows",
+            f"package: serves {serving['member']} ({serving['runtime']}); "
+            f"{agreement(parity)} on {parity['rows']} rows",
             flush=True,
         )
     return data, manifest
@@ -87,7 +90,7 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
     import pandas as pd
     import yaml
 
-    from . import bundle, gate, report
+    from . import bundle, gate, report, science
 
     if not args.allow_dirty and bundle.git(settings, "status", "--porcelain"):
         raise BundleError("commit or stash your changes first: retrain commits its results")
@@ -102,14 +105,15 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
 
     data, manifest = build_bundle(settings, args.allow_dirty)
     thresholds = yaml.safe_load((settings.project_dir / "params.yaml").read_text())["gate"]
+    contract = science.contract()
+    gate.thresholds_for(contract.target.task, thresholds)  # before anything is published
     registry = Registry(settings.registry, settings.model_name)
     state = registry.state()
     serving = state.serving(DEFAULT_STAGE)
     production = Bundle.open(registry.bundle(serving, state)).load_model() if serving else None
     candidate = Bundle.open(data).load_model()
-    result = gate.decide(
-        candidate, production, serving, pd.read_csv(settings.holdout_file), thresholds
-    )
+    holdout = pd.read_parquet(settings.holdout_file)
+    result = gate.decide(candidate, production, serving, holdout, thresholds, contract)
     record = registry.publish(data, manifest, result.summary(), current_actor(args.actor, settings))
     version = record.details["version"]
     page = report.write(result, version, manifest, settings.reports_dir)
@@ -253,6 +257,41 @@ def score(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def schema(args: argparse.Namespace, settings: Settings) -> int:
+    from pathlib import Path
+
+    from ..contract import Task
+    from . import infer, science
+
+    data = Path(args.data)
+    try:
+        inferred = infer.infer(
+            infer.read(data),
+            args.target,
+            task=Task(args.task) if args.task else None,
+            positive=args.positive,
+            margin=args.margin,
+        )
+    except FileNotFoundError:
+        raise Refused(f"no file {data}") from None
+    except infer.InferenceError as error:
+        raise Refused(f"{data}: {error}") from None
+    print("\n".join(f"  {reason}" for reason in inferred.reasons))
+    try:
+        changes = infer.differences(science.contract(), inferred.contract)
+        print("changes from the contract in schema.py:")
+        print("\n".join(f"  {change}" for change in changes) or "  none")
+    except NoContract:
+        pass
+    path = settings.project_dir / "src" / settings.package / "schema.py"
+    shown = data.resolve().relative_to(settings.project_dir) if data.resolve().is_relative_to(
+        settings.project_dir
+    ) else data  # fmt: skip
+    infer.write(path, infer.source(inferred.contract, shown.as_posix()))
+    print(f"wrote {path.relative_to(settings.project_dir)}: review it, then `nox -s repro`")
+    return 0
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="ops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -308,6 +347,15 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--chunk-rows", type=int, default=100_000)
     sub.add_argument("--actor")
 
+    sub = verb("schema", schema, "infer the input contract from a CSV or Parquet file")
+    sub.add_argument("data", help="a CSV or Parquet file of the data, target included")
+    sub.add_argument("--target", required=True, help="the column the model predicts")
+    sub.add_argument("--task", choices=["binary", "multiclass", "regression"],
+                     help="default: inferred from the target's values")  # fmt: skip
+    sub.add_argument("--positive", help="binary: the class to flag (default: 1, true or rarer)")
+    sub.add_argument("--margin", type=float, default=0.5,
+                     help="ranges are widened by this share of their observed span")  # fmt: skip
+
     sub = verb("reproduce", reproduce, "rebuild a version and compare it with the record")
     sub.add_argument("--version", type=int, required=True)
     sub.add_argument("--actor")
@@ -318,7 +366,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     try:
         return args.handler(args, project_settings.load())
-    except (Refused, BundleError, commands.CommandError) as error:
+    except (Refused, BundleError, commands.CommandError, NoContract) as error:
         print(f"{args.verb}: refused: {error}", file=sys.stderr)
     except AuditError as error:
         print(f"{args.verb}: the audit log is broken: {error}", file=sys.stderr)

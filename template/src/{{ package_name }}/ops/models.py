@@ -2,22 +2,28 @@
 
 A bundle names the model it serves in its manifest: the pipeline compiled to ONNX when packaging
 could compile it and it gave the pipeline's own answers (`compiled.py`), otherwise the pipeline.
-The compiled model needs neither scikit-learn nor pandas, so the service starts and answers faster.
+Both take the contract's model inputs, one array per feature column, and answer with labels and
+the probability of every class, or with values for regression. The compiled model needs neither
+scikit-learn nor pandas, so the service starts and answers faster.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
 
-from .. import schema
-from .bundle import MODEL_MEMBER, Bundle
+from ..contract import Contract, Task, from_json
+from .bundle import MODEL_MEMBER, SCHEMA_MEMBER, Bundle
 from .registry import Registry
 
 log = logging.getLogger(__name__)
+
+Inputs = dict[str, np.ndarray]  # feature column name -> one value per row
+Answers = tuple[np.ndarray, np.ndarray | None]  # labels or values; each class's probability
 
 
 class NoVersion(Exception):
@@ -27,33 +33,32 @@ class NoVersion(Exception):
 class Model(Protocol):
     runtime: str  # what computes the answers, and its version
 
-    def score(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(predicted labels, probability of the positive class) for float64 rows in schema
-        order."""
+    def score(self, inputs: Inputs) -> Answers:
+        """(labels or values, probabilities of every class or None) for rows of model inputs."""
 
 
 class PipelineModel:
     """The trained scikit-learn pipeline itself."""
 
-    def __init__(self, pipeline: Any) -> None:
+    def __init__(self, pipeline: Any, task: Task) -> None:
         import pandas as pd
         import sklearn
 
-        self.runtime = f"scikit-learn {sklearn.__version__}"
-        self.pipeline = pipeline
-        self.frame = pd.DataFrame
-        # A DataFrame made with a ready Index costs microseconds, with a list of names far more.
-        self.columns = pd.Index(schema.FEATURE_NAMES)
+        from .. import tasks
 
-    def score(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        probabilities = self.pipeline.predict_proba(self.frame(rows, columns=self.columns))
-        return self.pipeline.classes_[probabilities.argmax(axis=1)], probabilities[:, 1]
+        self.runtime = f"scikit-learn {sklearn.__version__}"
+        self.pipeline, self.task = pipeline, task
+        self.frame, self.predict = pd.DataFrame, tasks.predict
+
+    def score(self, inputs: Inputs) -> Answers:
+        answers = self.predict(self.pipeline, self.frame(inputs), self.task)
+        return answers.predicted, answers.probabilities
 
 
 class CompiledModel:
-    """The pipeline compiled to ONNX, run by onnxruntime."""
+    """The pipeline compiled to ONNX, run by onnxruntime: one input per feature column."""
 
-    def __init__(self, onnx: bytes) -> None:
+    def __init__(self, onnx: bytes, contract: Contract) -> None:
         import onnxruntime
 
         self.runtime = f"onnxruntime {onnxruntime.__version__}"
@@ -66,43 +71,59 @@ class CompiledModel:
         self.session = onnxruntime.InferenceSession(
             onnx, options, providers=["CPUExecutionProvider"]
         )
-        self.feed = self.session.get_inputs()[0].name
+        # The graph's inputs are the features in contract order (their names made safe).
+        graph_inputs = [entry.name for entry in self.session.get_inputs()]
+        columns = [column.name for column in contract.features]
+        self.feeds = list(zip(graph_inputs, columns, strict=True))
+        self.outputs = (
+            ["variable"] if contract.target.task is Task.REGRESSION else ["label", "probabilities"]
+        )
 
-    def score(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        labels, probabilities = self.session.run(["label", "probabilities"], {self.feed: rows})
-        return labels, probabilities[:, 1]
+    def score(self, inputs: Inputs) -> Answers:
+        feed = {graph: inputs[column].reshape(-1, 1) for graph, column in self.feeds}
+        answers = self.session.run(self.outputs, feed)
+        if len(answers) == 1:
+            return answers[0].ravel(), None
+        return answers[0], answers[1]
 
 
 @dataclass(frozen=True)
 class Loaded:
-    """A model whose bundle was checked, the version it is, and what it was built from."""
+    """A model whose bundle was checked, the version it is, and the contract it answers to."""
 
     version: int | None
     model: Model
     manifest: dict[str, Any]
+    contract: Contract
+    classes: tuple[Any, ...]  # the order of the probability columns; empty for regression
 
-    def score(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(predicted labels, probability of the positive class) for rows in schema order."""
-        return self.model.score(rows)
+    def score(self, inputs: Inputs) -> Answers:
+        return self.model.score(inputs)
 
 
-def serving_model(bundle: Bundle) -> Model:
+def serving_model(bundle: Bundle, contract: Contract) -> Model:
     # Bundles made before compilation existed name no serving model: they serve the pipeline.
     member = bundle.manifest.get("serving_model", {}).get("member", MODEL_MEMBER)
     if member != MODEL_MEMBER:
         try:
-            return CompiledModel(bundle.members[member])
+            return CompiledModel(bundle.members[member], contract)
         except ImportError:
             # onnxruntime has no build for some platforms (macOS on Intel): same answers, slower.
             log.warning("onnxruntime is not installed: serving the scikit-learn pipeline")
-    return PipelineModel(bundle.load_model())
+    return PipelineModel(bundle.load_model(), contract.target.task)
 
 
 def load(data: bytes, version: int | None) -> Loaded:
     bundle = Bundle.open(data)
-    loaded = Loaded(version=version, model=serving_model(bundle), manifest=bundle.manifest)
+    contract = from_json(json.loads(bundle.members[SCHEMA_MEMBER]))
+    classes = tuple(bundle.manifest.get("classes", contract.target.classes))
+    model = serving_model(bundle, contract)
+    loaded = Loaded(version, model, bundle.manifest, contract, classes)
     # The first prediction pays for lazy imports and caches; do it before real traffic.
-    loaded.score(np.array([[feature.minimum for feature in schema.FEATURES]]))
+    example = {
+        column.name: column.json_to_model([column.example()]) for column in contract.features
+    }
+    loaded.score(example)
     return loaded
 
 

@@ -1,7 +1,9 @@
 """The candidate report: the gate's verdict and the evidence, for people who are not engineers.
 
 Writes `candidate.md` and a self-contained `candidate.html` (inline SVG, no scripts, nothing
-fetched) with the key metrics and the ROC curves and confusion matrices side by side.
+fetched) with the task's metrics side by side and the picture that fits the task: ROC curves and
+outcome counts for binary, the confusion matrix for multiclass, predicted against actual values
+for regression.
 """
 
 from __future__ import annotations
@@ -10,15 +12,10 @@ from html import escape
 from pathlib import Path
 from typing import Any
 
+from ..contract import Task
+from ..tasks import METRICS
 from .gate import Evaluation, GateResult
 
-METRIC_NAMES = {
-    "roc_auc": "ROC AUC (ranking quality, 1 is perfect)",
-    "accuracy": "Accuracy (share of correct answers)",
-    "precision": "Precision (flagged cases that were real)",
-    "recall": "Recall (real cases that were flagged)",
-    "f1": "F1 (balance of precision and recall)",
-}
 STYLE = """
 body { font-family: system-ui, sans-serif; max-width: 60rem; margin: 2rem auto; color: #222; }
 .verdict { padding: 1rem; border-radius: 6px; font-size: 1.2rem; }
@@ -28,11 +25,11 @@ table { border-collapse: collapse; margin: 1rem 0; }
 td, th { border: 1px solid #ddd; padding: 0.4rem 0.8rem; text-align: left; }
 .side { display: flex; gap: 2rem; flex-wrap: wrap; align-items: flex-start; }
 """
-CONFUSION_NAMES = {
-    "true_positive": "Real cases flagged",
-    "false_negative": "Real cases missed",
-    "false_positive": "False alarms",
-    "true_negative": "Correctly cleared",
+OUTCOMES = {  # binary: (actual is positive, predicted positive) -> what it means
+    (True, True): "Real cases flagged",
+    (True, False): "Real cases missed",
+    (False, True): "False alarms",
+    (False, False): "Correctly cleared",
 }
 
 
@@ -64,16 +61,59 @@ def serving_sentence(manifest: dict[str, Any]) -> str:
 
 def metric_rows(result: GateResult) -> list[tuple[str, str, str, str]]:
     rows = []
-    for key, label in METRIC_NAMES.items():
+    for key, metric in METRICS[result.task].items():
         candidate = result.candidate.scores[key]
         if result.production is None:
-            rows.append((label, f"{candidate:.4f}", "none yet", ""))
+            rows.append((metric.label, f"{candidate:.4f}", "none yet", ""))
             continue
         production = result.production.scores[key]
         rows.append(
-            (label, f"{candidate:.4f}", f"{production:.4f}", f"{candidate - production:+.4f}")
+            (
+                metric.label,
+                f"{candidate:.4f}",
+                f"{production:.4f}",
+                f"{candidate - production:+.4f}",
+            )
         )
     return rows
+
+
+def outcome_rows(result: GateResult, positive: str) -> list[tuple[str, str, str]]:
+    """Binary: how many holdout cases fell in each outcome, for the candidate and production."""
+
+    def count(evaluation: Evaluation | None, real: bool, flagged: bool) -> str:
+        if evaluation is None:
+            return ""
+        return str(
+            sum(
+                number
+                for actual, said in evaluation.confusion.items()
+                for predicted, number in said.items()
+                if (actual == positive) == real and (predicted == positive) == flagged
+            )
+        )
+
+    return [
+        (label, count(result.candidate, *key), count(result.production, *key))
+        for key, label in OUTCOMES.items()
+    ]
+
+
+def confusion_rows(evaluation: Evaluation) -> list[list[str]]:
+    """Multiclass: a row per actual class, a column per predicted class."""
+    classes = list(evaluation.confusion)
+    return [
+        [f"actually {actual}", *(str(evaluation.confusion[actual][said]) for said in classes)]
+        for actual in classes
+    ]
+
+
+def gate_sentence(result: GateResult) -> str:
+    bound = "at least" if result.higher_is_better else "at most"
+    return (
+        f"The gate asks for {result.metric} of {bound} {result.limit:.4f}, and at most "
+        f"{result.max_regression:.4f} worse than the production model."
+    )
 
 
 def markdown(result: GateResult, version: int, manifest: dict[str, Any]) -> str:
@@ -83,25 +123,32 @@ def markdown(result: GateResult, version: int, manifest: dict[str, Any]) -> str:
         "",
         f"**{verdict(result, version)}**",
         "",
-        f"Compared on the same {sum(result.candidate.confusion.values())} holdout rows with the "
-        f"production model ({production}). The gate asks for {result.metric} of at least "
-        f"{result.minimum:.4f} and at most {result.max_regression:.4f} below production.",
+        f"Compared on the same {result.candidate.rows} holdout rows with the production model "
+        f"({production}). {gate_sentence(result)}",
         "",
         "| metric | candidate | production | change |",
         "|---|---|---|---|",
         *(f"| {' | '.join(row)} |" for row in metric_rows(result)),
         "",
-        "| outcome on the holdout | candidate | production |",
-        "|---|---|---|",
     ]
-    for key, label in CONFUSION_NAMES.items():
-        before = result.production.confusion[key] if result.production else ""
-        lines.append(f"| {label} | {result.candidate.confusion[key]} | {before} |")
+    if result.task is Task.BINARY:
+        lines += ["| outcome on the holdout | candidate | production |", "|---|---|---|"]
+        positive = str(manifest_positive(manifest))
+        lines += [f"| {' | '.join(row)} |" for row in outcome_rows(result, positive)]
+    elif result.task is Task.MULTICLASS:
+        classes = list(result.candidate.confusion)
+        lines += [
+            "Candidate's answers on the holdout (rows: the actual class):",
+            "",
+            f"| | {' | '.join(f'said {name}' for name in classes)} |",
+            f"|---|{'---|' * len(classes)}",
+            *(f"| {' | '.join(row)} |" for row in confusion_rows(result.candidate)),
+        ]
     lines += [
         "",
         f"Built from commit `{manifest['git_commit'][:12]}` on data "
         + ", ".join(f"`{path}` ({md5[:8]})" for path, md5 in manifest["data_hashes"].items())
-        + f", created {manifest['created_at']}.",
+        + f", created {manifest['created_at']}. {quality_sentence(manifest)}",
         "",
         serving_sentence(manifest),
         "",
@@ -109,71 +156,121 @@ def markdown(result: GateResult, version: int, manifest: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def roc_svg(curves: dict[str, tuple[Evaluation, str]]) -> str:
-    """ROC curves on a 300x300 plot: x is the false-alarm rate, y the share of cases caught."""
+def manifest_positive(manifest: dict[str, Any]) -> Any:
+    """The positive class, from the contract recorded in the bundle's manifest."""
+    return manifest.get("positive_class")
+
+
+def quality_sentence(manifest: dict[str, Any]) -> str:
+    quality = manifest.get("data_quality") or {}
+    if not quality:
+        return ""
+    return (
+        f"Of {quality['rows_read']:,} raw rows, {quality['rows_rejected']:,} broke the input "
+        "contract and were set aside."
+    )
+
+
+def plot_svg(
+    series: dict[str, tuple[list[tuple[float, float]], str]], x_label: str, y_label: str,
+    *, joined: bool,
+) -> str:  # fmt: skip
+    """Curves (joined) or points on a 300x300 plot, both axes over the same range, with the
+    diagonal where x equals y: chance for ROC curves, a perfect answer for predicted values."""
     size, pad = 300, 40
-    lines = []
-    for label, (evaluation, colour) in curves.items():
-        points = " ".join(
-            f"{pad + x * size:.1f},{pad + (1 - y) * size:.1f}" for x, y in evaluation.roc
-        )
-        lines.append(
-            f'<polyline fill="none" stroke="{colour}" stroke-width="3" points="{points}">'
-            f"<title>{escape(label)}</title></polyline>"
-        )
+    values = [v for points, _ in series.values() for point in points for v in point] or [0, 1]
+    low, high = (0.0, 1.0) if joined else (min(values), max(values))
+    span = (high - low) or 1.0
+
+    def at(x: float, y: float) -> str:
+        return f"{pad + (x - low) / span * size:.1f},{pad + (1 - (y - low) / span) * size:.1f}"
+
+    marks = []
+    for label, (points, colour) in series.items():
+        if joined:
+            marks.append(
+                f'<polyline fill="none" stroke="{colour}" stroke-width="3" '
+                f'points="{" ".join(at(x, y) for x, y in points)}">'
+                f"<title>{escape(label)}</title></polyline>"
+            )
+        else:
+            marks += [
+                f'<circle cx="{at(x, y).split(",")[0]}" cy="{at(x, y).split(",")[1]}" r="2.5" '
+                f'fill="{colour}" fill-opacity="0.6"/>'
+                for x, y in points
+            ]
     legend = "".join(
         f'<text x="{pad + 150}" y="{pad + 230 + 18 * i}" fill="{colour}">{escape(label)}</text>'
-        for i, (label, (_, colour)) in enumerate(curves.items())
+        for i, (label, (_, colour)) in enumerate(series.items())
     )
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" width="{size + 2 * pad}" '
-        f'height="{size + 2 * pad}" role="img" aria-label="ROC curves">'
+        f'height="{size + 2 * pad}" role="img" aria-label="{escape(y_label)}">'
         f'<rect x="{pad}" y="{pad}" width="{size}" height="{size}" fill="none" stroke="#999"/>'
         f'<line x1="{pad}" y1="{pad + size}" x2="{pad + size}" y2="{pad}" stroke="#ccc" '
         'stroke-dasharray="4"/>'
-        f"{''.join(lines)}{legend}"
+        f"{''.join(marks)}{legend}"
         f'<text x="{pad + size / 2}" y="{size + 2 * pad - 8}" text-anchor="middle">'
-        "false alarm rate</text>"
+        f"{escape(x_label)}</text>"
         f'<text x="12" y="{pad + size / 2}" transform="rotate(-90 12 {pad + size / 2})" '
-        'text-anchor="middle">share of real cases caught</text></svg>'
+        f'text-anchor="middle">{escape(y_label)}</text></svg>'
+    )
+
+
+def table(header: list[str], rows: list) -> str:
+    head = "".join(f"<th>{escape(cell)}</th>" for cell in header)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{escape(str(cell))}</td>" for cell in row) + "</tr>" for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def picture(result: GateResult, version: int, manifest: dict[str, Any]) -> str:
+    """The task's evidence: tables beside a plot."""
+    # Production first, so the candidate is drawn on top where the two coincide.
+    evaluations = {}
+    if result.production:
+        evaluations[f"production (version {result.production_version})"] = (
+            result.production, "#999"
+        )  # fmt: skip
+    evaluations[f"candidate (version {version})"] = (result.candidate, "#1f6feb")
+    if result.task is Task.BINARY:
+        rows = outcome_rows(result, str(manifest_positive(manifest)))
+        curves = {label: (e.roc, colour) for label, (e, colour) in evaluations.items()}
+        return (
+            "<h2>Outcomes on the holdout</h2>"
+            + table(["", "candidate", "production"], rows)
+            + "</div><div><h2>ROC curves</h2>"
+            + plot_svg(curves, "false alarm rate", "share of real cases caught", joined=True)
+        )
+    if result.task is Task.MULTICLASS:
+        classes = list(result.candidate.confusion)
+        return "<h2>The candidate's answers on the holdout</h2>" + table(
+            ["", *(f"said {name}" for name in classes)], confusion_rows(result.candidate)
+        )
+    points = {label: (e.points, colour) for label, (e, colour) in evaluations.items()}
+    return "</div><div><h2>Predicted against actual values</h2>" + plot_svg(
+        points, "actual value", "predicted value", joined=False
     )
 
 
 def html(result: GateResult, version: int, manifest: dict[str, Any]) -> str:
     status = "pass" if result.passed else "fail"
-    metric_table = "".join(
-        "<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>"
-        for row in metric_rows(result)
-    )
-    # Production first, so the candidate's curve is drawn on top where the two coincide.
-    curves = {}
-    if result.production:
-        curves[f"production (version {result.production_version})"] = (result.production, "#999")
-    curves[f"candidate (version {version})"] = (result.candidate, "#1f6feb")
-    confusion_rows = "".join(
-        f"<tr><td>{label}</td><td>{result.candidate.confusion[key]}</td>"
-        f"<td>{result.production.confusion[key] if result.production else ''}</td></tr>"
-        for key, label in CONFUSION_NAMES.items()
-    )
+    metric_table = table(["metric", "candidate", "production", "change"], metric_rows(result))
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Candidate model: version {version}</title>
 <style>{STYLE}</style></head><body>
 <h1>Candidate model: version {version}</h1>
 <p class="verdict {status}">{escape(verdict(result, version))}</p>
-<p>Both models were scored on the same {sum(result.candidate.confusion.values())} holdout rows.
-The gate asks for {escape(result.metric)} of at least {result.minimum:.4f}, and at most
-{result.max_regression:.4f} below the production model.</p>
+<p>Both models were scored on the same {result.candidate.rows} holdout rows.
+{escape(gate_sentence(result))}</p>
 <div class="side">
-<div><h2>Key metrics</h2><table>
-<tr><th>metric</th><th>candidate</th><th>production</th><th>change</th></tr>{metric_table}
-</table>
-<h2>Outcomes on the holdout</h2><table>
-<tr><th></th><th>candidate</th><th>production</th></tr>{confusion_rows}</table></div>
-<div><h2>ROC curves</h2>{roc_svg(curves)}</div>
+<div><h2>Key metrics</h2>{metric_table}
+{picture(result, version, manifest)}</div>
 </div>
 <p>Built from commit <code>{escape(manifest["git_commit"][:12])}</code>, created
-{escape(manifest["created_at"])}.</p>
+{escape(manifest["created_at"])}. {escape(quality_sentence(manifest))}</p>
 <p>{escape(serving_sentence(manifest))}</p>
 </body></html>
 """

@@ -1,10 +1,11 @@
 """The REST service: answers with the model version a registry stage names, and follows it.
 
-Requests are validated against `schema.py`, the same contract training used, so a bad record gets
-a 4xx that names the field and never reaches the model. Before a bundle is loaded its sha256 is
-checked against the registry's record. A background thread watches the stage; when a deploy or a
-rollback changes it, the new bundle is loaded, verified and warmed, then swapped in with one
-assignment, so requests in flight finish on the model they started with.
+Requests are validated against the contract in the served bundle, the one its model was trained
+with, so a bad record gets a 4xx that names the field and never reaches the model. The reply
+fits the task: the label and every class's probability, or the value for regression. Before a
+bundle is loaded its sha256 is checked against the registry's record. A background thread watches
+the stage; when a deploy or a rollback changes it, the new bundle is loaded, verified and warmed,
+then swapped in with one assignment, so requests in flight finish on the model they started with.
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException
@@ -33,8 +35,8 @@ from prometheus_client import (
 )
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
-from .. import schema
-from .models import Loaded, load, serving_version
+from ..contract import Contract
+from .models import Inputs, Loaded, load, serving_version
 from .registry import Registry
 
 log = logging.getLogger(__name__)
@@ -50,38 +52,58 @@ KNOWN_PATHS = {"/predict", "/health", "/ready", "/version", "/metrics"}
 PROBES = {"/health", "/ready"}
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 
-# One field per schema feature: a finite number within the feature's range. Unknown fields are
-# refused, so a renamed or misspelt column cannot be silently ignored.
-Record: type[BaseModel] = create_model(
-    "Record",
-    __config__=ConfigDict(extra="forbid"),
-    **{
-        feature.name: (
-            Annotated[float, Field(strict=True, ge=feature.minimum, le=feature.maximum)],
-            ...,
+
+@dataclass(frozen=True)
+class RequestModel:
+    """How a version's contract reads a request: one record, a list of them, and JSON Schema."""
+
+    one: TypeAdapter
+    many: TypeAdapter
+    schema: dict[str, Any]
+    contract: Contract
+
+    @classmethod
+    def of(cls, contract: Contract) -> RequestModel:
+        # One field per column, named by the column (an alias, so any column name works).
+        # Unknown fields are refused: a misspelt column cannot be silently ignored. Nullable
+        # and pass-through columns may be left out.
+        fields = {}
+        for position, column in enumerate(contract.columns):
+            annotation = column.request_type()
+            optional = column.nullable
+            fields[f"column_{position}"] = (
+                annotation | None if optional else annotation,
+                Field(None if optional else ..., alias=column.name),
+            )
+        record = create_model("Record", __config__=ConfigDict(extra="forbid"), **fields)
+        schema = record.model_json_schema()
+        return cls(
+            one=TypeAdapter(record),
+            many=TypeAdapter(list[record]),
+            schema={
+                "anyOf": [
+                    schema,
+                    {"type": "array", "items": schema, "minItems": 1, "maxItems": MAX_RECORDS},
+                ]
+            },
+            contract=contract,
         )
-        for feature in schema.FEATURES
-    },
-)
-ONE_RECORD = TypeAdapter(Record)
-RECORDS = TypeAdapter(list[Record])
-# /predict takes one record or a list of them.
-REQUEST_SCHEMA = {
-    "anyOf": [
-        Record.model_json_schema(),
-        {
-            "type": "array",
-            "items": Record.model_json_schema(),
-            "minItems": 1,
-            "maxItems": MAX_RECORDS,
-        },
-    ]
-}
+
+    def inputs(self, records: list[BaseModel]) -> Inputs:
+        """The model inputs of validated records, one array per feature column."""
+        rows = [tuple(record.__dict__.values()) for record in records]
+        return {
+            column.name: column.json_to_model([row[position] for row in rows])
+            for position, column in enumerate(self.contract.columns)
+            if column.feeds_model
+        }
 
 
 class Prediction(BaseModel):
-    prediction: int
-    probability: float
+    prediction: int | float | str
+    probabilities: dict[str, float] | None = Field(
+        None, description="every class's probability (classification only)"
+    )
 
 
 class Reply(BaseModel):
@@ -152,17 +174,18 @@ class Batcher:
 
     A model call costs about the same for one row as for a hundred, so under concurrent load this
     multiplies throughput; a lone request waits for nothing but one turn of the event loop.
+    Requests are grouped by the model version they were validated for, so a swap between
+    validation and scoring never mixes contracts.
     """
 
-    def __init__(self, source: Source) -> None:
-        self.source = source
-        self.waiting: list[tuple[np.ndarray, asyncio.Future]] = []
+    def __init__(self) -> None:
+        self.waiting: list[tuple[Loaded, Inputs, asyncio.Future]] = []
 
-    async def score(self, rows: np.ndarray) -> tuple[int | None, np.ndarray, np.ndarray]:
-        """(model version, labels, probabilities) for the rows of one request."""
+    async def score(self, loaded: Loaded, inputs: Inputs) -> list[dict]:
+        """The answers for the rows of one request."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self.waiting.append((rows, future))
+        self.waiting.append((loaded, inputs, future))
         if len(self.waiting) == 1:
             # Runs after the requests that are already parsed in this turn of the loop.
             loop.call_soon(self.flush)
@@ -170,19 +193,29 @@ class Batcher:
 
     def flush(self) -> None:
         batch, self.waiting = self.waiting, []
-        current = self.source.current
+        groups: dict[int, list[tuple[Loaded, Inputs, asyncio.Future]]] = {}
+        for entry in batch:
+            groups.setdefault(id(entry[0]), []).append(entry)
+        for group in groups.values():
+            self.flush_group(group[0][0], group)
+
+    def flush_group(self, loaded: Loaded, group: list) -> None:
         try:
-            labels, probabilities = current.score(np.concatenate([rows for rows, _ in batch]))
+            merged = {
+                name: np.concatenate([inputs[name] for _, inputs, _ in group])
+                for name in group[0][1]
+            }
+            replies = answers(loaded, *loaded.score(merged))
         except Exception as error:
-            for _, future in batch:
+            for _, _, future in group:
                 if not future.done():
                     future.set_exception(error)
             return
         start = 0
-        for rows, future in batch:
-            end = start + len(rows)
+        for _, inputs, future in group:
+            end = start + len(next(iter(inputs.values())))
             if not future.done():
-                future.set_result((current.version, labels[start:end], probabilities[start:end]))
+                future.set_result(replies[start:end])
             start = end
 
 
@@ -200,11 +233,11 @@ async def read_body(receive: Callable[[], Awaitable[dict]]) -> bytes:
             return bytes(body)
 
 
-def parse_records(body: bytes) -> np.ndarray:
-    """Rows in schema order from one record or a list of them; 400 or 422 naming the field."""
+def parse_records(body: bytes, request: RequestModel) -> Inputs:
+    """Model inputs from one record or a list of them; 400 or 422 naming the field."""
     many = body.lstrip()[:1] == b"["
     try:
-        records = (RECORDS if many else ONE_RECORD).validate_json(body)
+        records = (request.many if many else request.one).validate_json(body)
     except ValidationError as error:
         if any(item["type"] == "json_invalid" for item in error.errors()):
             raise Refusal(400, "the request body is not valid JSON") from None
@@ -215,8 +248,17 @@ def parse_records(body: bytes) -> np.ndarray:
         records = [records]
     if not records or len(records) > MAX_RECORDS:
         raise Refusal(422, f"send between 1 and {MAX_RECORDS} records")
-    # A model's fields are kept in declaration order, which is the schema's.
-    return np.array([list(record.__dict__.values()) for record in records], dtype=np.float64)
+    return request.inputs(records)
+
+
+def answers(loaded: Loaded, labels: np.ndarray, probabilities: np.ndarray | None) -> list[dict]:
+    if probabilities is None:
+        return [{"prediction": value} for value in labels.tolist()]
+    names = [str(label) for label in loaded.classes]
+    return [
+        {"prediction": label, "probabilities": dict(zip(names, row, strict=True))}
+        for label, row in zip(labels.tolist(), probabilities.tolist(), strict=True)
+    ]
 
 
 class Body:
@@ -248,7 +290,8 @@ class Service:
 
     def __init__(self, source: Source, token: str | None) -> None:
         self.source, self.token = source, token
-        self.batcher = Batcher(source)
+        self.batcher = Batcher()
+        self.requests_for: tuple[Loaded, RequestModel] | None = None
         self.metrics = CollectorRegistry()
         self.requests = Counter(
             "requests", "HTTP requests", ["path", "status"], registry=self.metrics
@@ -311,19 +354,21 @@ class Service:
     async def predict(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["method"] != "POST":
             raise Refusal(405, "use POST", {"Allow": "POST"})
-        rows = parse_records(await read_body(receive))
-        version, labels, probabilities = await self.batcher.score(rows)
-        self.predictions.inc(len(rows))
-        reply = {
-            "model_version": version,
-            "predictions": [
-                {"prediction": label, "probability": probability}
-                for label, probability in zip(labels.tolist(), probabilities.tolist(), strict=True)
-            ],
-        }
+        loaded = self.source.current
+        inputs = parse_records(await read_body(receive), self.request_model(loaded))
+        predictions = await self.batcher.score(loaded, inputs)
+        self.predictions.inc(len(predictions))
+        reply = {"model_version": loaded.version, "predictions": predictions}
         await Response(json.dumps(reply).encode(), media_type="application/json")(
             scope, receive, send
         )
+
+    def request_model(self, loaded: Loaded) -> RequestModel:
+        """The request model of the served version's contract, built once per version."""
+        known = self.requests_for
+        if known is None or known[0] is not loaded:
+            known = self.requests_for = (loaded, RequestModel.of(loaded.contract))
+        return known[1]
 
     def build_api(self) -> FastAPI:
         api = FastAPI(title="model service", description=__doc__)
@@ -358,17 +403,19 @@ class Service:
             self.serving.set(source.current.version or 0)
             return Response(generate_latest(self.metrics), media_type=CONTENT_TYPE_LATEST)
 
-        describe(api, bearer=self.token is not None)
+        describe(api, bearer=self.token is not None, requests=lambda: self.request_model(
+            source.current
+        ))  # fmt: skip
         return api
 
 
-def describe(api: FastAPI, bearer: bool) -> None:
+def describe(api: FastAPI, bearer: bool, requests: Callable[[], RequestModel]) -> None:
     """Add /predict, answered before FastAPI's routing, and the token to the OpenAPI document."""
     generate = api.openapi
 
     def openapi() -> dict[str, Any]:
-        if api.openapi_schema:
-            return api.openapi_schema
+        # Made afresh each time: a new version may bring a new contract.
+        api.openapi_schema = None
         document = generate()
         reply = Reply.model_json_schema(ref_template="#/components/schemas/{model}")
         schemas = document.setdefault("components", {}).setdefault("schemas", {})
@@ -381,7 +428,7 @@ def describe(api: FastAPI, bearer: bool) -> None:
                 "operationId": "predict",
                 "requestBody": {
                     "required": True,
-                    "content": {"application/json": {"schema": REQUEST_SCHEMA}},
+                    "content": {"application/json": {"schema": requests().schema}},
                 },
                 "responses": {
                     "200": {
@@ -402,7 +449,6 @@ def describe(api: FastAPI, bearer: bool) -> None:
                 if path not in PROBES:
                     for operation in operations.values():
                         operation["security"] = [{"bearer": []}]
-        api.openapi_schema = document
         return document
 
     api.openapi = openapi

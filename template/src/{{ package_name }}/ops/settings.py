@@ -43,7 +43,7 @@ def load(project_dir: Path | None = None) -> Settings:
         model_name=ours.get("model-name", package),
         registry=registry,
         model_file=project_dir / ours.get("model-file", "models/model.joblib"),
-        holdout_file=project_dir / ours.get("holdout-file", "data/prepared/holdout.csv"),
+        holdout_file=project_dir / ours.get("holdout-file", "data/prepared/holdout.parquet"),
         reports_dir=project_dir / ours.get("reports-dir", "reports"),
     )
 
