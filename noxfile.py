@@ -90,4 +90,5 @@ def bench(session: nox.Session) -> None:
     locked(session, "python", ROOT / "benchmarks" / "lifecycle_times.py")
     if shutil.which("hey") is None:
         session.skip("the serving benchmark needs the load generator hey: apt-get install hey")
-    locked(session, "python", ROOT / "benchmarks" / "serving_times.py")
+    # `-- --task multiclass` (or regression) measures that task's project instead.
+    locked(session, "python", ROOT / "benchmarks" / "serving_times.py", *session.posargs)

@@ -72,7 +72,35 @@ def visits(rows: int = 20_000, seed: int = 11) -> pd.DataFrame:
     return frame
 
 
-TABLES = {"penguins": penguins, "visits": visits}
+def loans(rows: int = 3_000, seed: int = 5) -> pd.DataFrame:
+    """Binary with text labels: whether a loan was repaid or defaulted (the rarer class, which
+    `schema` picks as the one to flag). An application id, a signing date, a purpose category
+    with some missing, an income that is sometimes missing and a yes/no flag."""
+    rng = np.random.default_rng(seed)
+    signed = pd.Timestamp("2022-06-01") + pd.to_timedelta(rng.integers(0, 900, rows), unit="D")
+    income = rng.lognormal(10.5, 0.5, rows).round(-2)
+    amount = rng.uniform(1_000, 40_000, rows).round(-1)
+    purpose = rng.choice(["car", "home", "study", "business"], size=rows)
+    guarantor = rng.random(rows) < 0.3
+    risk = amount / income * 4 - 1.5 * guarantor + np.where(purpose == "business", 0.8, 0)
+    defaulted = rng.random(rows) < 1 / (1 + np.exp(-(risk - 2.2) * 2))
+    frame = pd.DataFrame(
+        {
+            "application": [f"A-{index:06d}" for index in range(rows)],
+            "signed_on": signed.strftime("%Y-%m-%d"),
+            "purpose": purpose,
+            "income": income,
+            "amount": amount,
+            "guarantor": np.where(guarantor, "true", "false"),
+            "outcome": np.where(defaulted, "defaulted", "repaid"),
+        }
+    )
+    frame.loc[rng.random(rows) < 0.04, "income"] = None
+    frame.loc[rng.random(rows) < 0.03, "purpose"] = None
+    return frame
+
+
+TABLES = {"penguins": penguins, "visits": visits, "loans": loans}
 
 if __name__ == "__main__":
     name, path, rows, seed = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4])
