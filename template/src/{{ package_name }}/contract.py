@@ -27,6 +27,7 @@ if TYPE_CHECKING:
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 MICROSECOND = timedelta(microseconds=1)
 MISSING_STRING = ""  # what a missing category or text is to the model: a category of its own
+NULL_WORDS = ["", "NA", "N/A", "n/a", "NaN", "nan", "-nan", "null", "NULL", "None", "#N/A"]
 TRUE_WORDS = {"true", "t", "yes", "y", "1", "1.0"}
 FALSE_WORDS = {"false", "f", "no", "n", "0", "0.0"}
 
@@ -540,7 +541,7 @@ class Contract:
 
     def _rules(self, column: Column, raw: pd.Series) -> list[tuple[pd.Series, Any]]:
         parsed = column.parse(raw)
-        present = raw.notna() & ~(raw.astype("string").str.strip() == "").fillna(False)
+        present = _present(raw)
         rules = [(parsed.isna() & present, lambda value: f"not {column.what_it_is()}: {value}")]
         if not column.nullable:
             rules.insert(0, (~present, lambda _: "missing"))
@@ -558,6 +559,19 @@ class Contract:
         if with_target:
             columns[self.target.name] = self.target.parse(frame[self.target.name])
         return pd.DataFrame(columns, index=frame.index)
+
+    def csv_options(self) -> dict[str, Any]:
+        """pandas.read_csv options that read a file for checking: text columns exactly as
+        written ("NA" stays a category, "007" keeps its zeros, only an empty cell is missing),
+        the others parsed by pandas' fast reader and checked afterwards."""
+        textual = [c.name for c in self._checked(True) if isinstance(c, Textual)]
+        missing = {name: [""] for name in textual}
+        missing.update({c.name: NULL_WORDS for c in self._checked(True) if c.name not in missing})
+        return {
+            "dtype": dict.fromkeys(textual, str),
+            "keep_default_na": False,
+            "na_values": missing,
+        }
 
     def model_inputs(self, typed: pd.DataFrame) -> dict[str, np.ndarray]:
         """The model's inputs, one array per feature column, from rows in contract types."""
@@ -653,6 +667,16 @@ def _finite_range(minimum: float | None, maximum: float | None) -> tuple[float, 
     low = minimum if minimum is not None else (maximum - 1 if maximum is not None else 0.0)
     high = maximum if maximum is not None else low + 1
     return float(low), float(high)
+
+
+def _present(raw: pd.Series) -> pd.Series:
+    """Which values are there: not null and, for text, not blank."""
+    import pandas as pd
+
+    present = raw.notna()
+    if pd.api.types.is_object_dtype(raw.dtype) or pd.api.types.is_string_dtype(raw.dtype):
+        present &= raw.astype("string").str.strip().ne("").fillna(False)
+    return present
 
 
 def _strings(raw: pd.Series) -> pd.Series:

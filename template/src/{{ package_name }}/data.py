@@ -33,10 +33,10 @@ class DataError(ValueError):
 
 
 def read_table(path: Path) -> pd.DataFrame:
-    """A raw file as written: CSV cells stay text (checked against the contract afterwards)."""
+    """A raw file, read as the contract says (its values are checked afterwards)."""
     if path.suffix == ".parquet":
         return pd.read_parquet(path)
-    return pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
+    return pd.read_csv(path, **CONTRACT.csv_options())
 
 
 def record_lines(path: Path) -> np.ndarray:

@@ -23,7 +23,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
-from ..contract import ContractError
+from ..contract import Contract, ContractError
 from .models import Loaded
 
 FORMATS = (".csv", ".parquet")
@@ -46,12 +46,9 @@ def file_format(path: Path) -> str:
     return path.suffix
 
 
-def chunks(path: Path, rows: int) -> Iterator[pd.DataFrame]:
+def chunks(path: Path, rows: int, contract: Contract) -> Iterator[pd.DataFrame]:
     if file_format(path) == ".csv":
-        # Cells as text, checked by the contract: "NA" stays a category, "007" keeps its zeros.
-        yield from pd.read_csv(
-            path, chunksize=rows, dtype=str, keep_default_na=False, na_values=[""]
-        )
+        yield from pd.read_csv(path, chunksize=rows, **contract.csv_options())
     else:
         # Read through a small buffer: prebuffering would hold whole row groups (a million rows
         # each by default) in memory, which grows with the file.
@@ -125,7 +122,7 @@ def score(model: Loaded, source: Path, target: Path, rejects: Path, chunk_rows: 
     scored, rejected = ChunkWriter(target), ChunkWriter(rejects)
     progress = tqdm(total=total_rows(source), unit="rows", disable=not sys.stderr.isatty())
     try:
-        for chunk in chunks(source, chunk_rows):
+        for chunk in chunks(source, chunk_rows, model.contract):
             try:
                 problems = model.contract.problems(chunk, with_target=False, allow_extra=True)
             except ContractError as error:
@@ -175,5 +172,7 @@ def with_answers(model: Loaded, rows: pd.DataFrame) -> pd.DataFrame:
 
 def empty_output(source: Path, model: Loaded) -> pd.DataFrame:
     """The output's columns when no row was valid."""
-    columns = next(chunks(source, 1)).columns.tolist() if source.stat().st_size else []
+    columns = (
+        next(chunks(source, 1, model.contract)).columns.tolist() if source.stat().st_size else []
+    )
     return pd.DataFrame(columns=[*columns, *answer_columns(model)])

@@ -110,10 +110,24 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
     registry = Registry(settings.registry, settings.model_name)
     state = registry.state()
     serving = state.serving(DEFAULT_STAGE)
-    production = Bundle.open(registry.bundle(serving, state)).load_model() if serving else None
-    candidate = Bundle.open(data).load_model()
+    candidate = Bundle.open(data)
+    production = Bundle.open(registry.bundle(serving, state)) if serving else None
+    comparable = production is not None and gate.comparable(production, candidate)
     holdout = pd.read_parquet(settings.holdout_file)
-    result = gate.decide(candidate, production, serving, holdout, thresholds, contract)
+    result = gate.decide(
+        candidate.load_model(),
+        production.load_model() if comparable else None,
+        serving if comparable else None,
+        holdout,
+        thresholds,
+        contract,
+    )
+    if production is not None and not comparable:
+        result.note = (
+            f"The production model (version {serving}) takes other columns or predicts another "
+            "target, so it could not be scored on this holdout; the candidate was judged alone."
+        )
+        print(f"retrain: {result.note}", flush=True)
     record = registry.publish(data, manifest, result.summary(), current_actor(args.actor, settings))
     version = record.details["version"]
     page = report.write(result, version, manifest, settings.reports_dir)

@@ -8,6 +8,7 @@ under `maximum` for a metric where lower is better, such as rmse) and may be at 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,6 +20,7 @@ from sklearn import metrics
 from .. import tasks
 from ..contract import Contract, Task
 from .audit import Refused
+from .bundle import SCHEMA_MEMBER, Bundle
 
 MAX_POINTS = 300  # predicted-against-actual points a report draws
 
@@ -50,6 +52,7 @@ class GateResult:
     production: Evaluation | None = None
     production_version: int | None = None
     reasons: list[str] = field(default_factory=list)
+    note: str = ""  # why production was not compared, when it could not be
 
     @property
     def limit_name(self) -> str:
@@ -69,6 +72,7 @@ class GateResult:
             "production_version": self.production_version,
             "holdout_rows": self.candidate.rows,
             "reasons": self.reasons,
+            **({"note": self.note} if self.note else {}),
         }
 
 
@@ -96,6 +100,21 @@ def evaluate_model(model: Any, holdout: pd.DataFrame, contract: Contract) -> Eva
             (round(float(x), 4), round(float(y), 4)) for x, y in zip(fpr, tpr, strict=True)
         ]
     return evaluation
+
+
+def comparable(production: Bundle, candidate: Bundle) -> bool:
+    """Whether both models take the same columns and predict the same target, so both can be
+    scored on the candidate's holdout (ranges and categories may have changed)."""
+
+    def shape(bundle: Bundle) -> tuple:
+        document = json.loads(bundle.members[SCHEMA_MEMBER])
+        target = document["target"]
+        columns = document.get("columns") or document.get("features", [])
+        kinds = [(column["name"], column.get("kind", "number")) for column in columns]
+        classes = target.get("classes", target.get("values"))
+        return kinds, target["name"], target.get("task", "binary"), classes
+
+    return shape(production) == shape(candidate)
 
 
 def thresholds_for(task: Task, thresholds: dict[str, Any]) -> tuple[str, tasks.Metric, float]:

@@ -112,8 +112,8 @@ def gate_sentence(result: GateResult) -> str:
     bound = "at least" if result.higher_is_better else "at most"
     return (
         f"The gate asks for {result.metric} of {bound} {result.limit:.4f}, and at most "
-        f"{result.max_regression:.4f} worse than the production model."
-    )
+        f"{result.max_regression:.4f} worse than the production model. {result.note}"
+    ).rstrip()
 
 
 def markdown(result: GateResult, version: int, manifest: dict[str, Any]) -> str:
