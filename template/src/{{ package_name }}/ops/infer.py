@@ -120,7 +120,14 @@ def column_kind(name: str, raw: pd.Series, margin: float) -> tuple[Column, str]:
         )
     numbers = as_numbers(present)
     if numbers is not None:
-        whole = bool((numbers == np.floor(numbers)).all())
+        # Whole numbers written as such (1200, not 1200.0): amounts that happen to be round
+        # stay real numbers, so a later 1200.5 is not refused.
+        written_whole = (
+            pd.api.types.is_integer_dtype(present.dtype)
+            if pd.api.types.is_numeric_dtype(present.dtype)
+            else not present.astype("string").str.contains(r"[.eE]").any()
+        )
+        whole = written_whole and bool((numbers == np.floor(numbers)).all())
         if whole and unique and ID_NAME.search(name):
             return PassThrough(name), "pass-through (id): a different whole number in every row"
         low, high = outward(float(numbers.min()), float(numbers.max()), margin, whole)
@@ -220,6 +227,8 @@ def infer(
 
 def differences(old: Contract, new: Contract) -> list[str]:
     """What the new contract changes, column by column."""
+    if not set(old.names) & set(new.names):
+        return [f"every column: {len(old.names)} removed, {len(new.names)} added (another table)"]
     changes = []
     for name in old.names:
         if name not in new.by_name:
