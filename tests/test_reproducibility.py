@@ -83,6 +83,6 @@ def test_a_bad_row_stops_the_pipeline_naming_file_row_and_column(generated, tmp_
     result = run("uv", "run", "--locked", "dvc", "repro", cwd=clone, check=False)
     assert result.returncode != 0
     assert (
-        "prepare: invalid raw data: data/raw/bad.csv: line 3: mean_radius: -4 is below the "
+        "prepare: invalid raw data: data/raw/bad.csv: line 3: mean_radius: -4.0 is below the "
         "minimum 0.0"
     ) in result.stderr
