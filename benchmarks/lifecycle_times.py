@@ -23,15 +23,17 @@ from projects import render, run
 # through the real encoder and create-if-absent write, then exits.
 GROW_LOG = """
 import sys
-from {package}.ops import audit, settings, storage
-from {package}.ops.registry import Registry
+from {package}.ops import audit, settings, signing, storage
+from {package}.ops.registry import open_registry
 
 target = int(sys.argv[1])
 config = settings.load()
-log = Registry(config.registry, config.model_name).log
+registry = open_registry(config)
+log = registry.log
+signer = signing.signer_for("promoted", config.project_dir, log.trust)
 records = log.records()
 previous, sequence = records[-1].sha256, len(records)
-staging = Registry(config.registry, config.model_name).state().history.get("staging", [])
+staging = registry.state().history.get("staging", [])
 while sequence < target:
     sequence += 1
     if not staging:
@@ -43,9 +45,9 @@ while sequence < target:
     else:
         action, details = "rolled_back", {{"stage": "staging", "from_version": 2, "to_version": 1}}
         staging.pop()
-    data = audit.encode(sequence, action, "bench", details, previous)
+    data = audit.encode(sequence, action, "bench", details, previous, signer)
     assert storage.create(log.fs, log.path(sequence), data)
-    previous = audit.Record.parse(str(sequence), data).sha256
+    previous = audit.Record.parse(str(sequence), data, log.trust).sha256
 """
 
 

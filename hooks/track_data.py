@@ -53,6 +53,9 @@ def main() -> None:
     )  # fmt: skip
     if inferred != 0:
         sys.exit("lab2prod: could not infer the contract from the example data; see above.")
+    # A local key pair per role, so the lifecycle signs and verifies from the first retrain.
+    if cli.main(["keys", "new", "--role", "all", "--new-project"]) != 0:
+        sys.exit("lab2prod: could not make the local signing keys; see above.")
 
     run_dvc("init", "--quiet")
     run_dvc("config", "core.analytics", "false")

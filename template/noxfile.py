@@ -210,8 +210,14 @@ def rollback(session: nox.Session) -> None:
 
 @nox.session
 def audit(session: nox.Session) -> None:
-    """Verify the registry's audit log and bundles, and print the history."""
+    """Verify the log's records, signatures, anchored head and bundles; print the history."""
     ops(session, "audit")
+
+
+@nox.session
+def keys(session: nox.Session) -> None:
+    """List the trusted signing keys; `-- new --role publish|deploy [--print]`, `-- retire ID`."""
+    ops(session, "keys")
 
 
 @nox.session

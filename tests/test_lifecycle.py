@@ -15,7 +15,15 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from projects import BUCKET, Project, change_bundle_byte_of, local_registry, run, s3_client
+from projects import (
+    BUCKET,
+    Project,
+    change_bundle_byte_of,
+    free_port,
+    local_registry,
+    run,
+    s3_client,
+)
 
 
 def test_the_whole_story(lived):
@@ -119,12 +127,13 @@ def test_sixteen_concurrent_deploys_and_rollbacks(lived):
 
 CRASH_SCRIPT = """
 import os, signal, sys
-from {package}.ops import settings, storage
-from {package}.ops.registry import Registry
+from {package}.ops import settings, signing, storage
+from {package}.ops.registry import open_registry
 
 point = sys.argv[1]
 config = settings.load()
-registry = Registry(config.registry, config.model_name)
+registry = open_registry(config)
+signer = signing.signer_for("published", config.project_dir, registry.log.trust)
 state = registry.state()
 first = state.versions[1]
 bundle = registry.bundle(1, state)
@@ -140,7 +149,7 @@ elif point == "record half-written":
     os.link = die
 elif point == "bundle upload in flight":
     registry.fs.pipe_file = die
-registry.publish(bundle, first["manifest"], first["gate"], "crash-test")
+registry.publish(bundle, first["manifest"], first["gate"], "crash-test", signer)
 print("published")
 """
 
@@ -305,3 +314,16 @@ def test_package_refuses_stale_or_uncommitted_work(lived):
         assert f"version {version} was built from uncommitted changes" in refused.stderr
     finally:
         run("git", "checkout", "params.yaml", "README.md", cwd=project.path)
+
+
+def test_an_unreachable_registry_is_named_in_one_line(lived, tmp_path):
+    project, _ = lived
+    if "AWS_ENDPOINT_URL" in project.env:
+        nowhere = {"AWS_ENDPOINT_URL": f"http://127.0.0.1:{free_port()}"}
+    else:
+        (tmp_path / "a-file").write_text("")
+        nowhere = {"LAB2PROD_REGISTRY": str(tmp_path / "a-file" / "registry")}
+    result = project.ops("audit", check=False, env=nowhere)
+    assert result.returncode == 2, result.stdout
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith("audit: cannot reach"), result.stderr

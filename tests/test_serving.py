@@ -118,10 +118,10 @@ import json, sys
 import pandas as pd
 from {package}.ops import science, settings
 from {package}.ops.bundle import Bundle
-from {package}.ops.registry import Registry
+from {package}.ops.registry import open_registry
 
 config = settings.load()
-registry = Registry(config.registry, config.model_name)
+registry = open_registry(config)
 model = Bundle.open(registry.bundle(int(sys.argv[1]))).load_model()
 """
     + PRINT_ANSWERS
@@ -373,14 +373,15 @@ UNCOMPILED_BUNDLE = (
 import json, sys
 from pathlib import Path
 import joblib, pandas as pd
-from {package}.ops import bundle, compiled, science, settings
+from {package}.ops import bundle, compiled, science, settings, signing
 
 def no_converter(*arguments):
     raise RuntimeError("no converter for this step")
 
 config = settings.load()
 compiled.to_onnx = no_converter
-data, _ = bundle.build(config, allow_dirty=True)
+signer = signing.private_key("publish", config.project_dir)
+data, _ = bundle.build(config, signer, allow_dirty=True)
 Path(sys.argv[1]).write_bytes(data)
 model = joblib.load(config.model_file)
 """
@@ -433,7 +434,11 @@ def test_a_bundle_runs_as_a_program_anywhere(lived, tmp_path):
     assert bare.returncode == 2 and "--environment DIR" in bare.stderr
     # Far from the project: only the bundle and an environment made from its lock.
     python = project.path / ".venv" / "bin" / "python"
-    with serving(project, program=[str(python), str(bundle)], cwd=tmp_path) as client:
+    keys = project.path / "trust" / "keys.json"
+    unnamed = subprocess.run([python, bundle], capture_output=True, text=True, cwd=tmp_path)
+    assert unnamed.returncode == 2 and "--trusted-keys" in unnamed.stderr
+    program = [str(python), str(bundle), "--trusted-keys", str(keys)]
+    with serving(project, program=program, cwd=tmp_path) as client:
         status, reply = client.call("/predict", holdout_records(project)[:2])
         assert status == 200 and len(reply["predictions"]) == 2
         assert client.call("/version")[1]["git_commit"] == manifest["git_commit"]

@@ -1,9 +1,12 @@
 """The audit log: the registry's source of truth, an append-only chain of records.
 
 Each record is one object named by its sequence number (`0000000001.json`, ...). It holds the
-sha256 of its own body and the sha256 of its predecessor, so editing, deleting or reordering
-records breaks the chain where it happened. Appends are create-if-absent: two writers that race
-for the same number cannot both win; the loser reads the new head, decides again and retries.
+sha256 of its own body, the sha256 of its predecessor, and a signature of its sha256 by a key the
+project trusts for the action (`signing.py`). Editing, deleting or reordering records breaks the
+chain where it happened; forging one needs a trusted private key; cutting the newest ones is
+caught by the heads anchored outside the registry (`anchor.py`). Appends are create-if-absent:
+two writers that race for the same number cannot both win; the loser reads the new head, decides
+again and retries.
 """
 
 from __future__ import annotations
@@ -21,8 +24,9 @@ from typing import Any
 import fsspec
 
 from . import storage
+from .signing import Signer, Trust, Untrusted
 
-ACTIONS = ("published", "promoted", "rolled_back", "scored", "reproduced")
+ACTIONS = ("published", "promoted", "rolled_back", "scored", "reproduced", "keys_changed")
 GENESIS = "0" * 64
 RECORD_NAME = re.compile(r"^(\d{10})\.json$")
 MAX_ATTEMPTS = 200
@@ -53,11 +57,13 @@ class Record:
     details: dict[str, Any]
     previous_sha256: str
     sha256: str
+    signed_by: str | None  # the id of the key that signed it; None before signing existed
 
     @classmethod
-    def parse(cls, name: str, data: bytes) -> Record:
+    def parse(cls, name: str, data: bytes, trust: Trust) -> Record:
         try:
             document = json.loads(data)
+            signature = document.get("signature")
             body = document["body"]
             record = cls(
                 sequence=body["sequence"],
@@ -67,15 +73,27 @@ class Record:
                 details=body["details"],
                 previous_sha256=body["previous_sha256"],
                 sha256=document["sha256"],
+                signed_by=signature["key"] if isinstance(signature, dict) else None,
             )
-        except (ValueError, KeyError, TypeError) as error:
+        except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise AuditError(f"record {name} is not a valid audit record: {error}") from None
         if sha256(canonical(body)) != record.sha256:
             raise AuditError(f"record {name} was modified: its content does not match its sha256")
+        try:
+            trust.check_record(record.sequence, record.action, record.sha256, signature)
+        except Untrusted as error:
+            raise AuditError(f"record {name} {error}") from None
         return record
 
 
-def encode(sequence: int, action: str, actor: str, details: dict[str, Any], previous: str) -> bytes:
+def encode(
+    sequence: int,
+    action: str,
+    actor: str,
+    details: dict[str, Any],
+    previous: str,
+    signer: Signer,
+) -> bytes:
     body = {
         "sequence": sequence,
         "action": action,
@@ -84,15 +102,18 @@ def encode(sequence: int, action: str, actor: str, details: dict[str, Any], prev
         "details": details,
         "previous_sha256": previous,
     }
-    return json.dumps({"body": body, "sha256": sha256(canonical(body))}, indent=1).encode()
+    digest = sha256(canonical(body))
+    document = {"body": body, "sha256": digest, "signature": signer.sign(digest.encode())}
+    return json.dumps(document, indent=1).encode()
 
 
 class AuditLog:
     """The records under `root` on filesystem `fs`, read incrementally and verified as read."""
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, root: str) -> None:
+    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, trust: Trust) -> None:
         self.fs = fs
         self.root = root.rstrip("/")
+        self.trust = trust
         self._records: list[Record] = []
 
     def path(self, sequence: int) -> str:
@@ -120,11 +141,23 @@ class AuditLog:
                 raise AuditError(f"record {missing:010d}.json is missing: the log jumps to {name}")
         if len(names) < known:
             raise AuditError(f"records after {len(names):010d}.json were deleted")
+        if known:
+            # The newest record read before must still be the same one: no rewritten head.
+            newest = self._records[-1]
+            if self._read(names[known - 1]).sha256 != newest.sha256:
+                raise AuditError(f"record {names[known - 1]} was replaced after it was read")
         for name in names[known:]:
-            record = Record.parse(name, self.fs.cat_file(f"{self.root}/{name}"))
+            record = self._read(name)
             self._check_link(name, record)
             self._records.append(record)
         return list(self._records)
+
+    def _read(self, name: str) -> Record:
+        try:
+            data = self.fs.cat_file(f"{self.root}/{name}")
+        except FileNotFoundError:
+            raise AuditError(f"record {name} disappeared while the log was read") from None
+        return Record.parse(name, data, self.trust)
 
     def _check_link(self, name: str, record: Record) -> None:
         expected_sequence = len(self._records) + 1
@@ -146,6 +179,7 @@ class AuditLog:
         action: str,
         actor: str,
         decide: Callable[[list[Record]], dict[str, Any]],
+        signer: Signer,
     ) -> Record:
         """Append a record whose details `decide` derives from the records before it.
 
@@ -159,9 +193,9 @@ class AuditLog:
             details = decide(records)
             previous = records[-1].sha256 if records else GENESIS
             sequence = len(records) + 1
-            data = encode(sequence, action, actor, details, previous)
+            data = encode(sequence, action, actor, details, previous, signer)
             if storage.create(self.fs, self.path(sequence), data):
-                record = Record.parse(self.path(sequence), data)
+                record = Record.parse(self.path(sequence), data, self.trust)
                 self._records.append(record)
                 return record
             # Another writer took this number: back off a little, then read its record.

@@ -1,33 +1,40 @@
 """The bundle: one immutable zip with everything needed to serve, audit and rebuild a model.
 
 Members: the trained pipeline (and, when it compiles and answers the same, its ONNX form, which
-serving uses), the package code, the input schema (JSON), the environment lock,
-dvc.lock, params, metrics, holdout predictions and `manifest.json`, which records where it all
-came from (git commit, clean or dirty, data and model hashes, lock sha256, Python version) and the
-sha256 of every other member.
+serving uses), the package code as git tracks it (never an ignored or untracked file), the input
+schema (JSON), the environment lock, dvc.lock, params, metrics, holdout predictions and
+`manifest.json`, which records where it all came from (git commit, clean or dirty, data and model
+hashes, lock sha256, Python version) and the sha256 of every other member. `manifest.sig` is the
+publish key's signature of the manifest, so a bundle file proves who built it.
 """
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import platform
+import sys
 import zipfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import fsspec
 import numpy as np
 import yaml
 
-from . import commands, science
+from . import commands, science, storage
 from .audit import sha256
 from .settings import LOCK_FILES, Settings
+from .signing import Signer, Trust, Untrusted
 
 PROJECT_FILES = ("pyproject.toml", "environment.yml", "dvc.lock", "params.yaml", *LOCK_FILES)
 MODEL_MEMBER = "model/model.joblib"
 SCHEMA_MEMBER = "schema.json"
+MANIFEST_MEMBER = "manifest.json"
+SIGNATURE_MEMBER = "manifest.sig"
 PREDICTIONS_MEMBER = "reports/predictions.csv"
 # `python BUNDLE.zip` runs this member: the bundle serves itself, with the code inside it.
 MAIN_MEMBER = """\
@@ -66,8 +73,11 @@ def stage_hashes(dvc_lock: dict[str, Any]) -> tuple[dict[str, str], dict[str, st
     return {path: md5 for path, md5 in deps.items() if not produced(path)}, outs
 
 
-def build(settings: Settings, *, allow_dirty: bool = False) -> tuple[bytes, dict[str, Any]]:
-    """The bundle's bytes and its manifest, for the pipeline outputs now in the project."""
+def build(
+    settings: Settings, signer: Signer | None, *, allow_dirty: bool = False
+) -> tuple[bytes, dict[str, Any]]:
+    """The bundle's bytes and its manifest, for the pipeline outputs now in the project, signed
+    by `signer` (an unsigned bundle can only be served with --trust-unsigned)."""
     stale = stale_stages(settings)
     if stale:
         raise BundleError(
@@ -92,9 +102,10 @@ def build(settings: Settings, *, allow_dirty: bool = False) -> tuple[bytes, dict
     for name in PROJECT_FILES:
         if (root / name).is_file():
             members[name] = (root / name).read_bytes()
-    package_dir = root / "src" / settings.package
-    for path in sorted(package_dir.rglob("*.py")):
-        members[f"code/{path.relative_to(root / 'src').as_posix()}"] = path.read_bytes()
+    tracked = git(settings, "ls-files", "-z", "--", f"src/{settings.package}").split("\0")
+    for name in sorted(name for name in tracked if name.endswith(".py")):
+        if (root / name).is_file():  # a tracked file deleted in the work tree is not code
+            members[f"code/{name.removeprefix('src/')}"] = (root / name).read_bytes()
     members[SCHEMA_MEMBER] = json.dumps(contract.to_json(), indent=2, default=str).encode()
     members["__main__.py"] = MAIN_MEMBER.format(package=settings.package).encode()
     quality = settings.reports_dir / "prepare.json"
@@ -134,7 +145,10 @@ def build(settings: Settings, *, allow_dirty: bool = False) -> tuple[bytes, dict
         "serving_model": serving_model,
         "members": {name: sha256(data) for name, data in sorted(members.items())},
     }
-    members["manifest.json"] = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    members[MANIFEST_MEMBER] = json.dumps(manifest, indent=2, sort_keys=True).encode()
+    if signer is not None:
+        signature = signer.sign(members[MANIFEST_MEMBER])
+        members[SIGNATURE_MEMBER] = json.dumps(signature).encode()
 
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as archive:
@@ -161,32 +175,70 @@ def compile_model(
 
 @dataclass(frozen=True)
 class Bundle:
-    """An opened bundle whose members have been checked against its manifest."""
+    """An opened bundle whose members have been checked against its manifest.
+
+    Whether its manifest may be believed is the caller's to settle first: a registry bundle's
+    bytes match the sha256 in a signed `published` record; a bundle file needs `verified`.
+    """
 
     manifest: dict[str, Any]
     members: dict[str, bytes]
+    manifest_bytes: bytes
+    signature: Any
 
     @classmethod
     def open(cls, data: bytes) -> Bundle:
         try:
             with zipfile.ZipFile(io.BytesIO(data)) as archive:
                 members = {name: archive.read(name) for name in archive.namelist()}
-            manifest = json.loads(members.pop("manifest.json"))
-        except (zipfile.BadZipFile, KeyError, ValueError) as error:
+            manifest_bytes = members.pop(MANIFEST_MEMBER)
+            manifest = json.loads(manifest_bytes)
+            signature = json.loads(members.pop(SIGNATURE_MEMBER, b"null"))
+            listed = manifest["members"]
+        except (zipfile.BadZipFile, KeyError, ValueError, TypeError) as error:
             raise BundleError(f"not a lab2prod bundle: {error}") from None
-        if manifest["members"] != {name: sha256(body) for name, body in sorted(members.items())}:
-            raise BundleError("a bundle member does not match the manifest's sha256")
-        return cls(manifest=manifest, members=members)
+        actual = {name: sha256(body) for name, body in sorted(members.items())}
+        if listed != actual:
+            changed = sorted(set(listed.items()) ^ set(actual.items()))
+            raise BundleError(
+                f"bundle member {changed[0][0]} does not match the manifest's sha256"
+                if changed
+                else "the bundle's members do not match its manifest"
+            )
+        return cls(manifest, members, manifest_bytes, signature)
 
     def load_model(self) -> Any:
         return load_pipeline(self.members[MODEL_MEMBER])
 
 
+def verified(data: bytes, trust: Trust, *, trust_unsigned: bool = False) -> Bundle:
+    """A bundle file, opened only once an active publish key's signature of its manifest, and
+    every member's sha256, verify; --trust-unsigned skips the signature, loudly."""
+    bundle = Bundle.open(data)
+    if trust_unsigned:
+        logging.getLogger(__name__).warning(
+            "--trust-unsigned: the bundle's signature is NOT checked; its pickled pipeline may run "
+            "any code. Use only for local experiments."
+        )
+        return bundle
+    try:
+        trust.check_manifest(bundle.manifest_bytes, bundle.signature, retired_ok=False)
+    except Untrusted as error:
+        raise BundleError(
+            f"the bundle {error}: it was not built by a publish key this project trusts "
+            "(--trust-unsigned serves it anyway, for local experiments only)"
+        ) from None
+    return bundle
+
+
 def write(settings: Settings, data: bytes, manifest: dict[str, Any]) -> Path:
-    """Save a built bundle under build/bundles/, named by model, commit and hash."""
+    """Save a built bundle under build/bundles/, named by model, commit and hash; a temporary
+    name and one rename, so a killed `package` never leaves a truncated bundle there."""
     suffix = "-dirty" if manifest["dirty"] else ""
     name = f"{settings.model_name}-{manifest['git_commit'][:12]}{suffix}-{sha256(data)[:12]}.zip"
     path = settings.project_dir / "build" / "bundles" / name
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(data)
+    for leftover in storage.remove_leftovers(path.parent):
+        print(f"package: removed {leftover.name}, left by a killed run", file=sys.stderr)
+    storage.put(fsspec.filesystem("file"), str(path), data)
     return path

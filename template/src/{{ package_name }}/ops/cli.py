@@ -4,27 +4,32 @@ package    build a bundle of the current pipeline outputs
 retrain    dvc repro, commit and push the results, package, gate, publish, report
 deploy     promote a version to a stage, with an approver
 rollback   return a stage to the version it served before
-audit      verify the whole log and print the history
+audit      verify the whole log (hashes, signatures, anchored heads) and print the history
 reproduce  rebuild a version from its commit and data and compare with the record
 schema     infer the input contract (schema.py) from a data file, and say why
+keys       list the trusted signing keys; make, rotate or retire one
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
-from . import commands
+from . import commands, signing
 from . import settings as project_settings
+from .anchor import HEAD_FILE, Head
 from .audit import AuditError, Record, Refused
 from .bundle import Bundle, BundleError
-from .registry import DEFAULT_STAGE, Registry, State
+from .registry import DEFAULT_STAGE, Registry, State, open_registry
 from .science import NoContract
 from .settings import Settings
+from .signing import Untrusted
 
 
 def git_identity(settings: Settings) -> list[str]:
@@ -54,11 +59,13 @@ def current_actor(given: str | None, settings: Settings) -> str:
     return configured.stdout.strip() or os.environ.get("USER") or "unknown"
 
 
-def build_bundle(settings: Settings, allow_dirty: bool) -> tuple[bytes, dict[str, Any]]:
+def build_bundle(
+    settings: Settings, signer: signing.Signer | None, allow_dirty: bool
+) -> tuple[bytes, dict[str, Any]]:
     """A bundle of the current outputs; says which model it serves, and why if not compiled."""
     from . import bundle
 
-    data, manifest = bundle.build(settings, allow_dirty=allow_dirty)
+    data, manifest = bundle.build(settings, signer, allow_dirty=allow_dirty)
     serving = manifest["serving_model"]
     if "reason" in serving:
         print(
@@ -81,9 +88,36 @@ def build_bundle(settings: Settings, allow_dirty: bool) -> tuple[bytes, dict[str
 def package(args: argparse.Namespace, settings: Settings) -> int:
     from . import bundle
 
-    data, manifest = build_bundle(settings, args.allow_dirty)
+    signer = signing.private_key("publish", settings.project_dir)
+    if signer is None:
+        print(
+            "package: no publish key here, so the bundle is unsigned and can only be served with "
+            "--trust-unsigned; `nox -s keys -- new --role publish` makes one",
+            file=sys.stderr,
+        )
+    data, manifest = build_bundle(settings, signer, args.allow_dirty)
     print(bundle.write(settings, data, manifest))
     return 0
+
+
+def anchor_head(registry: Registry, record: Record, settings: Settings, what: str) -> None:
+    """Commit the new head to trust/head.json, so cutting the log later shows."""
+    message = f"Registry head: record {record.sequence}, {what}"
+    print(f"{record.action}: {registry.anchors.commit(record, message, git_identity(settings))}")
+
+
+def unfinished_retrain(settings: Settings, changed: list[str]) -> bool:
+    """Whether the uncommitted changes are only what a retrain writes: a killed retrain's."""
+    reports = settings.reports_dir.relative_to(settings.project_dir).as_posix()
+    written = {"dvc.lock", HEAD_FILE.as_posix()}
+    return all(path in written or path.startswith(f"{reports}/") for path in changed)
+
+
+def changed_paths(settings: Settings) -> list[str]:
+    from . import bundle
+
+    lines = bundle.git(settings, "status", "--porcelain", "--untracked-files=all").splitlines()
+    return [line[3:] for line in lines if line.strip()]
 
 
 def retrain(args: argparse.Namespace, settings: Settings) -> int:
@@ -92,8 +126,20 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
 
     from . import bundle, gate, report, science
 
-    if not args.allow_dirty and bundle.git(settings, "status", "--porcelain"):
-        raise BundleError("commit or stash your changes first: retrain commits its results")
+    registry = open_registry(settings)
+    # Before hours of training: can this machine publish at all?
+    signer = signing.signer_for("published", settings.project_dir, registry.log.trust)
+    changed = changed_paths(settings)
+    if changed and not args.allow_dirty:
+        if not unfinished_retrain(settings, changed):
+            raise BundleError("commit or stash your changes first: retrain commits its results")
+        if not args.resume:
+            raise BundleError(
+                f"found the uncommitted results of a retrain that was stopped ({', '.join(changed)}"
+                "): `nox -s retrain -- --resume` finishes it (repro, commit, publish); "
+                f"`git checkout -- {' '.join(changed)}` and `dvc checkout` discard them"
+            )
+        print(f"retrain: resuming with {', '.join(changed)}", flush=True)
     print("retrain: dvc repro", flush=True)
     commands.run(["dvc", "repro"], settings.project_dir)
     if not args.allow_dirty and bundle.git(settings, "status", "--porcelain"):
@@ -103,11 +149,10 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
         print("retrain: committed the new dvc.lock and reports", flush=True)
     commands.run(["dvc", "push", "--quiet"], settings.project_dir)
 
-    data, manifest = build_bundle(settings, args.allow_dirty)
+    data, manifest = build_bundle(settings, signer, args.allow_dirty)
     thresholds = yaml.safe_load((settings.project_dir / "params.yaml").read_text())["gate"]
     contract = science.contract()
     gate.thresholds_for(contract.target.task, thresholds)  # before anything is published
-    registry = Registry(settings.registry, settings.model_name)
     state = registry.state()
     serving = state.serving(DEFAULT_STAGE)
     candidate = Bundle.open(data)
@@ -128,8 +173,10 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
             "target, so it could not be scored on this holdout; the candidate was judged alone."
         )
         print(f"retrain: {result.note}", flush=True)
-    record = registry.publish(data, manifest, result.summary(), current_actor(args.actor, settings))
+    actor = current_actor(args.actor, settings)
+    record = registry.publish(data, manifest, result.summary(), actor, signer)
     version = record.details["version"]
+    anchor_head(registry, record, settings, f"version {version} published")
     page = report.write(result, version, manifest, settings.reports_dir)
     print(report.verdict(result, version))
     print(f"report: {page}")
@@ -137,9 +184,11 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def deploy(args: argparse.Namespace, settings: Settings) -> int:
-    registry = Registry(settings.registry, settings.model_name)
-    record = registry.promote(args.version, args.stage, args.approved_by, args.reason)
+    registry = open_registry(settings)
+    signer = signing.signer_for("promoted", settings.project_dir, registry.log.trust)
+    record = registry.promote(args.version, args.stage, args.approved_by, signer, args.reason)
     details = record.details
+    anchor_head(registry, record, settings, f"version {details['version']} to {details['stage']}")
     print(
         f"version {details['version']} now serves in {details['stage']} "
         f"(approved by {record.actor}; was {details['from_version'] or 'empty'})"
@@ -148,9 +197,11 @@ def deploy(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def rollback(args: argparse.Namespace, settings: Settings) -> int:
-    registry = Registry(settings.registry, settings.model_name)
-    record = registry.rollback(args.stage, args.approved_by, args.reason)
+    registry = open_registry(settings)
+    signer = signing.signer_for("rolled_back", settings.project_dir, registry.log.trust)
+    record = registry.rollback(args.stage, args.approved_by, args.reason, signer)
     details = record.details
+    anchor_head(registry, record, settings, f"{details['stage']} back to {details['to_version']}")
     print(
         f"{details['stage']} rolled back from version {details['from_version']} to "
         f"{details['to_version']} (approved by {record.actor})"
@@ -176,20 +227,35 @@ def history_row(record: Record, state: State) -> list[str]:
         manifest.get("git_commit", "")[:10],
         data,
         metric,
+        record.signed_by or "(unsigned)",
     ]
 
 
 def audit(args: argparse.Namespace, settings: Settings) -> int:
-    registry = Registry(settings.registry, settings.model_name)
+    expected = [Head.expected(text) for text in args.expect_head]
+    registry = open_registry(settings, expected)
     records, state = registry.verify()
-    header = ["#", "version", "action", "stage", "who", "when (UTC)", "commit", "data", "metric"]
+    if not records:
+        if args.allow_empty:
+            print(f"audit: the registry at {registry.url} has no records yet (--allow-empty)")
+            return 0
+        raise AuditError(
+            f"no audit records at {registry.log.root}: a mistyped location, a missing bucket or "
+            "a deleted log? Check LAB2PROD_REGISTRY and [tool.lab2prod] registry; pass "
+            "--allow-empty only for a registry that is new"
+        )
+    header = [
+        "#", "version", "action", "stage", "who", "when (UTC)", "commit", "data", "metric",
+        "signed by",
+    ]  # fmt: skip
     rows = [header, *(history_row(record, state) for record in records)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)))
     serving = ", ".join(f"{stage}: version {state.serving(stage)}" for stage in state.history)
+    print(f"\nhead: {records[-1].sequence}:{records[-1].sha256}  (for audit --expect-head)")
     print(
-        f"\naudit log verified: {len(records)} records, {len(state.versions)} versions"
+        f"audit log verified: {len(records)} records, {len(state.versions)} versions"
         f"{'; ' + serving if serving else ''}"
     )
     return 0
@@ -198,17 +264,22 @@ def audit(args: argparse.Namespace, settings: Settings) -> int:
 def reproduce(args: argparse.Namespace, settings: Settings) -> int:
     from .reproduce import rebuild
 
-    registry = Registry(settings.registry, settings.model_name)
+    registry = open_registry(settings)
+    signer = signing.signer_for("reproduced", settings.project_dir, registry.log.trust)
     outcome = rebuild(settings, Bundle.open(registry.bundle(args.version)))
-    registry.record(
-        "reproduced", current_actor(args.actor, settings), {"version": args.version, **outcome}
-    )
+    actor = current_actor(args.actor, settings)
+    registry.record("reproduced", actor, {"version": args.version, **outcome}, signer)
     verdict = "matches" if outcome["matched"] else "does NOT match"
     print(
         f"version {args.version} rebuilt from commit {outcome['git_commit'][:12]}: {verdict} "
         f"the registry (model md5 {outcome['model_md5_rebuilt']}, recorded "
         f"{outcome['model_md5_recorded']}; holdout predictions "
-        f"{'identical' if outcome['holdout_predictions_match'] else 'different'})"
+        f"{'identical' if outcome['holdout_predictions_match'] else 'different'}; "
+        + ", ".join(
+            f"{name} {'identical' if same else 'DIFFERENT'}"
+            for name, same in outcome["model_members_match"].items()
+        )
+        + ")"
     )
     return 0 if outcome["matched"] else 1
 
@@ -217,10 +288,12 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     from . import serve
     from .models import NoVersion, serving_version
 
-    if not args.bundle:
-        # Fail here, with advice, rather than in every worker.
+    # Fail here, with advice, rather than in every worker.
+    if args.bundle:
+        bundle_file(args, settings)
+    else:
         try:
-            registry = Registry(settings.registry, settings.model_name)
+            registry = open_registry(settings)
             registry.bundle(serving_version(registry, args.stage))
         except NoVersion as error:
             raise Refused(str(error)) from None
@@ -228,22 +301,34 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def score(args: argparse.Namespace, settings: Settings) -> int:
-    from pathlib import Path
+def bundle_file(args: argparse.Namespace, settings: Settings) -> tuple[Bundle, bytes]:
+    """The bundle file named by --bundle, verified with the project's keys, and its bytes."""
+    from .bundle import verified
 
+    try:
+        data = Path(args.bundle).read_bytes()
+    except OSError as error:
+        raise Refused(f"cannot read the bundle {args.bundle}: {error.strerror}") from None
+    trust = signing.load_trust(settings.project_dir / signing.KEYS_FILE)
+    return verified(data, trust, trust_unsigned=args.trust_unsigned), data
+
+
+def score(args: argparse.Namespace, settings: Settings) -> int:
     from . import batch
     from .audit import sha256
     from .models import NoVersion, load, load_stage
 
     source, target = Path(args.input), Path(args.output)
     rejects = target.with_name(f"{target.stem}.rejects.csv")
-    registry = Registry(settings.registry, settings.model_name)
+    registry = open_registry(settings)
+    signer = signing.signer_for("scored", settings.project_dir, registry.log.trust)
+    bundle_sha256 = None
     try:
-        model = (
-            load(Path(args.bundle).read_bytes(), None)
-            if args.bundle
-            else load_stage(registry, args.stage)
-        )
+        if args.bundle:
+            opened, data = bundle_file(args, settings)
+            model, bundle_sha256 = load(opened, None), sha256(data)
+        else:
+            model = load_stage(registry, args.stage)
     except NoVersion as error:
         raise Refused(str(error)) from None
     try:
@@ -253,7 +338,7 @@ def score(args: argparse.Namespace, settings: Settings) -> int:
     details = {
         "version": model.version,
         "stage": None if args.bundle else args.stage,
-        "bundle_sha256": sha256(Path(args.bundle).read_bytes()) if args.bundle else None,
+        "bundle_sha256": bundle_sha256,
         "input": str(source),
         "input_sha256": batch.sha256_of(source),
         "output": str(target),
@@ -263,7 +348,7 @@ def score(args: argparse.Namespace, settings: Settings) -> int:
         "rows_scored": counts.rows_scored,
         "rows_rejected": counts.rows_rejected,
     }
-    registry.record("scored", current_actor(args.actor, settings), details)
+    registry.record("scored", current_actor(args.actor, settings), details, signer)
     print(
         f"scored {counts.rows_scored} of {counts.rows_in} rows with version {model.version} "
         f"into {target}; {counts.rows_rejected} rejected into {rejects}"
@@ -272,8 +357,6 @@ def score(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def schema(args: argparse.Namespace, settings: Settings) -> int:
-    from pathlib import Path
-
     from ..contract import Task
     from . import infer, science
 
@@ -306,6 +389,89 @@ def schema(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def keys(args: argparse.Namespace, settings: Settings) -> int:
+    path = settings.project_dir / signing.KEYS_FILE
+    trust = signing.load_trust(path)
+    if args.action == "new":
+        roles = signing.ROLES if args.role == "all" else (args.role,)
+        made = {role: signing.Signer.generate() for role in roles}
+        retiring = [key.id for role in roles for key in trust.active(role)]
+        change_keys(settings, trust, made, retiring, args.new_project)
+        for role, signer in made.items():
+            if args.print:
+                print(signer.pem(), end="")
+                where = (
+                    f"printed above: store it as the secret {signing.private_key_variable(role)}"
+                )
+            else:
+                key_file = settings.project_dir / signing.PRIVATE_DIR / f"{role}.pem"
+                key_file.parent.mkdir(exist_ok=True)
+                key_file.touch(mode=0o600)
+                key_file.write_text(signer.pem(), encoding="utf-8")
+                where = f"in {key_file.relative_to(settings.project_dir)} (git ignores it)"
+            print(f"keys: new {role} key {signer.id}; its private key is {where}", file=sys.stderr)
+    elif args.action == "retire":
+        if args.key not in trust.keys or trust.keys[args.key].retired_after is not None:
+            raise Refused(f"{args.key} is not an active key in {signing.KEYS_FILE}")
+        change_keys(settings, trust, {}, [args.key], False)
+    for key in trust.keys.values():
+        here = signing.private_key(key.role, settings.project_dir)
+        status = (
+            "active" if key.retired_after is None else f"retired after record {key.retired_after}"
+        )
+        held = " (private key here)" if here and here.id == key.id else ""
+        print(f"{key.id}  {key.role:<8} {status}{held}")
+    if args.action != "list":
+        print(
+            f"keys: commit {signing.KEYS_FILE}: the project trusts what it lists", file=sys.stderr
+        )
+    return 0
+
+
+def change_keys(
+    settings: Settings,
+    trust: signing.Trust,
+    added: dict[str, signing.Signer],
+    retiring: list[str],
+    new_project: bool,
+) -> None:
+    """Trust the added keys and retire others, then save trust/keys.json.
+
+    Retiring needs the registry: a `keys_changed` record, signed by a key that stays, notes the
+    change in the log, and a retired key may sign nothing after the record before it. The first
+    keys of a project whose log predates signing accept its unsigned records, and no later ones.
+    """
+    first = not trust.keys
+    for role, signer in added.items():
+        trust.keys[signer.id] = signing.TrustedKey(signer.id, role, signer.private.public_key())
+    if first and not new_project:
+        legacy = signing.Trust(unsigned_until=sys.maxsize)
+        log = Registry(settings.registry, settings.model_name, legacy).log
+        trust.unsigned_until = len(log.records())
+    if retiring:
+        registry = open_registry(settings)
+        registry.log.trust = trust
+        staying = [signer for signer in added.values()] + [
+            signer
+            for role in signing.ROLES
+            if (signer := signing.private_key(role, settings.project_dir))
+            and signer.id in trust.keys
+            and signer.id not in retiring
+        ]
+        if not staying:
+            raise Refused("retiring needs another trusted private key here to sign the change")
+        details = {"added": sorted(added_signer.id for added_signer in added.values()),
+                   "retired": retiring}  # fmt: skip
+        actor = current_actor(None, settings)
+        record = registry.record("keys_changed", actor, details, staying[0])
+        for key_id in retiring:
+            old = trust.keys[key_id]
+            trust.keys[key_id] = signing.TrustedKey(old.id, old.role, old.public,
+                                                    record.sequence - 1)  # fmt: skip
+        print(f"keys: record {record.sequence} notes the change in the log", file=sys.stderr)
+    signing.save_trust(settings.project_dir / signing.KEYS_FILE, trust)
+
+
 def parser() -> argparse.ArgumentParser:
     main = argparse.ArgumentParser(
         prog="ops", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -328,6 +494,11 @@ def parser() -> argparse.ArgumentParser:
             help="build from uncommitted changes; such a bundle is never promotable",
         )
         sub.add_argument("--actor", help="who publishes (default: the CI user or $USER)")
+    sub.add_argument(
+        "--resume",
+        action="store_true",
+        help="finish a retrain that was stopped after dvc repro: commit its results and go on",
+    )
 
     sub = verb("deploy", deploy, "promote a version to a stage")
     sub.add_argument("--version", type=int, help="default: the newest version that passed the gate")
@@ -340,11 +511,22 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--approved-by", required=True, help="the person who approved it")
     sub.add_argument("--reason", required=True)
 
-    verb("audit", audit, "verify the audit log and print the history")
+    sub = verb("audit", audit, "verify the audit log and print the history")
+    sub.add_argument(
+        "--expect-head",
+        action="append",
+        default=[],
+        metavar="SEQUENCE:SHA256",
+        help="fail unless the log still holds this record (a head audit printed before)",
+    )
+    sub.add_argument(
+        "--allow-empty", action="store_true", help="pass on a registry that has no records yet"
+    )
 
     sub = verb("serve", serve, "serve a registry stage (or a bundle file) over HTTP")
     sub.add_argument("--stage", default=DEFAULT_STAGE)
     sub.add_argument("--bundle", help="serve this bundle file instead of a registry stage")
+    trust_unsigned_option(sub)
     project_settings.add_server_options(sub)
     sub.add_argument(
         "--poll-seconds",
@@ -360,6 +542,7 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--bundle", help="score with this bundle file instead of a registry stage")
     sub.add_argument("--chunk-rows", type=int, default=100_000)
     sub.add_argument("--actor")
+    trust_unsigned_option(sub)
 
     sub = verb("schema", schema, "infer the input contract from a CSV or Parquet file")
     sub.add_argument("data", help="a CSV or Parquet file of the data, target included")
@@ -373,17 +556,61 @@ def parser() -> argparse.ArgumentParser:
     sub = verb("reproduce", reproduce, "rebuild a version and compare it with the record")
     sub.add_argument("--version", type=int, required=True)
     sub.add_argument("--actor")
+
+    sub = verb("keys", keys, "list the trusted signing keys; make, rotate or retire one")
+    actions = sub.add_subparsers(dest="action")
+    new = actions.add_parser("new", help="make a key pair for a role; an active one is retired")
+    new.add_argument("--role", choices=[*signing.ROLES, "all"], required=True)
+    new.add_argument(
+        "--print",
+        action="store_true",
+        help="print the private key (for a CI secret) instead of keeping it in .keys/",
+    )
+    new.add_argument("--new-project", action="store_true", help=argparse.SUPPRESS)
+    retire = actions.add_parser("retire", help="stop trusting a key for new records")
+    retire.add_argument("key", help="the key's id, as `keys` lists it")
+    sub.set_defaults(action="list")
     return main
+
+
+def trust_unsigned_option(sub: argparse.ArgumentParser) -> None:
+    sub.add_argument(
+        "--trust-unsigned",
+        action="store_true",
+        help="load a --bundle file whose signature does not verify (local experiments only: a "
+        "bundle's pipeline is a pickle, which can run any code)",
+    )
+
+
+STORAGE_CLIENTS = {"botocore", "aiobotocore", "aiohttp"}
+
+
+def interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    # A stop from a scheduler or `kill` cleans up as Ctrl-C does (temporary files, locks).
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, interrupt)
     try:
         return args.handler(args, project_settings.load())
-    except (Refused, BundleError, commands.CommandError, NoContract) as error:
+    except (Refused, BundleError, commands.CommandError, NoContract, Untrusted) as error:
         print(f"{args.verb}: refused: {error}", file=sys.stderr)
     except AuditError as error:
         print(f"{args.verb}: the audit log is broken: {error}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print(f"{args.verb}: stopped", file=sys.stderr)
+        return 130
+    except OSError as error:
+        # A registry or file that cannot be reached: a missing mount, a file where a folder is.
+        print(f"{args.verb}: cannot reach {error.filename or 'storage'}: {error}", file=sys.stderr)
+    except Exception as error:
+        # S3's client raises its own errors for an endpoint it cannot reach; the rest are bugs.
+        if type(error).__module__.split(".")[0] not in STORAGE_CLIENTS:
+            raise
+        print(f"{args.verb}: cannot reach the registry's storage: {error}", file=sys.stderr)
     return 2
 
 

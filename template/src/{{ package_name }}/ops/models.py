@@ -113,8 +113,8 @@ def serving_model(bundle: Bundle, contract: Contract) -> Model:
     return PipelineModel(bundle.load_model(), contract.target.task)
 
 
-def load(data: bytes, version: int | None) -> Loaded:
-    bundle = Bundle.open(data)
+def load(bundle: Bundle, version: int | None) -> Loaded:
+    """The model of a bundle whose origin was verified: registry or `bundle.verified`."""
     contract = from_json(json.loads(bundle.members[SCHEMA_MEMBER]))
     classes = tuple(bundle.manifest.get("classes", contract.target.classes))
     model = serving_model(bundle, contract)
@@ -138,6 +138,6 @@ def serving_version(registry: Registry, stage: str) -> int:
 
 
 def load_stage(registry: Registry, stage: str) -> Loaded:
-    """The version a stage serves, its bundle checked against the registry's sha256."""
+    """The version a stage serves, its bundle checked against the signed record's sha256."""
     version = serving_version(registry, stage)
-    return load(registry.bundle(version), version)
+    return load(Bundle.open(registry.bundle(version)), version)

@@ -16,7 +16,10 @@ from typing import Any
 import fsspec
 
 from . import storage
+from .anchor import Anchors, Head
 from .audit import AuditError, AuditLog, Record, Refused, sha256
+from .settings import Settings
+from .signing import KEYS_FILE, Signer, Trust, load_trust
 
 DEFAULT_STAGE = "production"
 
@@ -64,19 +67,39 @@ def fold(records: list[Record]) -> State:
 
 
 class Registry:
-    def __init__(self, url: str, model_name: str) -> None:
+    """A registry location, read with the keys a project trusts and the heads it anchors."""
+
+    def __init__(
+        self, url: str, model_name: str, trust: Trust, anchors: Anchors | None = None
+    ) -> None:
         self.url = url
         self.fs, root = fsspec.core.url_to_fs(url)
         self.root = f"{root.rstrip('/')}/{model_name}"
-        self.log = AuditLog(self.fs, f"{self.root}/log")
+        self.log = AuditLog(self.fs, f"{self.root}/log", trust)
+        self.anchors = anchors
 
     def bundle_path(self, digest: str) -> str:
         return f"{self.root}/bundles/{digest}.zip"
 
-    def state(self) -> State:
-        return fold(self.log.records())
+    def records(self) -> list[Record]:
+        """Every record, verified (hashes, links, signatures) and checked against the anchors."""
+        records = self.log.records()
+        if self.anchors:
+            self.anchors.check(records)
+            self.anchors.remember(records)
+        return records
 
-    def publish(self, bundle: bytes, manifest: dict[str, Any], gate: dict[str, Any], actor: str):
+    def state(self) -> State:
+        return fold(self.records())
+
+    def publish(
+        self,
+        bundle: bytes,
+        manifest: dict[str, Any],
+        gate: dict[str, Any],
+        actor: str,
+        signer: Signer,
+    ) -> Record:
         digest = sha256(bundle)
         storage.put(self.fs, self.bundle_path(digest), bundle)
 
@@ -84,7 +107,7 @@ class Registry:
             version = len(fold(records).versions) + 1
             return {"version": version, "bundle_sha256": digest, "manifest": manifest, "gate": gate}
 
-        return self.log.append("published", actor, decide)
+        return self._append("published", actor, decide, signer)
 
     def bundle(self, version: int, state: State | None = None) -> bytes:
         """The bundle of a version, after checking its bytes against the published sha256."""
@@ -103,7 +126,16 @@ class Registry:
             )
         return data
 
-    def promote(self, version: int | None, stage: str, approver: str, reason: str = "") -> Record:
+    def _append(self, action: str, actor: str, decide: Any, signer: Signer) -> Record:
+        self.records()  # never extend a log that was cut or rewritten
+        record = self.log.append(action, actor, decide, signer)
+        if self.anchors:
+            self.anchors.remember([record])
+        return record
+
+    def promote(
+        self, version: int | None, stage: str, approver: str, signer: Signer, reason: str = ""
+    ) -> Record:
         require_approver(approver)
 
         def decide(records: list[Record]) -> dict[str, Any]:
@@ -132,9 +164,9 @@ class Registry:
                 "from_version": state.serving(stage),
             }
 
-        return self.log.append("promoted", approver, decide)
+        return self._append("promoted", approver, decide, signer)
 
-    def rollback(self, stage: str, approver: str, reason: str) -> Record:
+    def rollback(self, stage: str, approver: str, reason: str, signer: Signer) -> Record:
         require_approver(approver)
         if not reason.strip():
             raise Refused("a rollback needs a reason: --reason TEXT")
@@ -152,15 +184,18 @@ class Registry:
                 "reason": reason,
             }
 
-        return self.log.append("rolled_back", approver, decide)
+        return self._append("rolled_back", approver, decide, signer)
 
-    def record(self, action: str, actor: str, details: dict[str, Any]) -> Record:
-        """Append a record that changes no stage (scored, reproduced)."""
-        return self.log.append(action, actor, lambda records: details)
+    def record(self, action: str, actor: str, details: Any, signer: Signer) -> Record:
+        """Append a record that changes no stage (scored, reproduced, keys_changed); `details`
+        is a dict, or a function of the records before it."""
+        decide = details if callable(details) else lambda records: details
+        return self._append(action, actor, decide, signer)
 
     def verify(self) -> tuple[list[Record], State]:
-        """Check every record, every link, the fold, and every published bundle's sha256."""
-        records = self.log.records()
+        """Check every record, every link and signature, the anchored heads, the fold, and every
+        published bundle's sha256."""
+        records = self.records()
         state = fold(records)
         for number in state.versions:
             self.bundle(number, state)
@@ -170,3 +205,14 @@ class Registry:
 def require_approver(approver: str | None) -> None:
     if not approver or not approver.strip():
         raise Refused("promotion and rollback need an approver: --approved-by NAME")
+
+
+def open_registry(
+    settings: Settings, expected: list[Head] | None = None, *, remember: bool = True
+) -> Registry:
+    """The project's registry, read with the keys it trusts and checked against its anchors;
+    `remember`: note verified heads on this machine (a service keeps them in memory instead)."""
+    location = f"{settings.registry.rstrip('/')}/{settings.model_name}"
+    anchors = Anchors(settings.project_dir, location, expected or [], remember=remember)
+    trust = load_trust(settings.project_dir / KEYS_FILE)
+    return Registry(settings.registry, settings.model_name, trust, anchors)

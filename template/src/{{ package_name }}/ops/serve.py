@@ -2,10 +2,13 @@
 
 Requests are validated against the contract in the served bundle, the one its model was trained
 with, so a bad record gets a 4xx that names the field and never reaches the model. The reply
-fits the task: the label and every class's probability, or the value for regression. Before a
-bundle is loaded its sha256 is checked against the registry's record. A background thread watches
-the stage; when a deploy or a rollback changes it, the new bundle is loaded, verified and warmed,
-then swapped in with one assignment, so requests in flight finish on the model they started with.
+fits the task: the label and every class's probability, or the value for regression. Nothing is
+loaded before it verifies: the log's records, their signatures and its anchored head, then the
+bundle's sha256 against its signed record (or, for a bundle file, its manifest's signature). A
+background thread watches the stage; when a deploy or a rollback changes it, the new bundle is
+loaded, verified and warmed, then swapped in with one assignment, so requests in flight finish on
+the model they started with. A log that stops verifying (cut, rewritten, signed by an untrusted
+key) is not followed: the service keeps its verified model and reports itself not ready.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import threading
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -36,8 +40,11 @@ from prometheus_client import (
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 
 from ..contract import Contract
+from .audit import AuditError
+from .bundle import Bundle, verified
 from .models import Inputs, Loaded, load, serving_version
-from .registry import Registry
+from .registry import Registry, open_registry
+from .signing import KEYS_FILE, load_trust
 
 log = logging.getLogger(__name__)
 
@@ -131,26 +138,26 @@ def field_errors(error: ValidationError) -> list[dict[str, Any]]:
 
 
 class Source:
-    """Where the model comes from: a registry stage (followed) or a fixed bundle file."""
+    """Where the model comes from: a registry stage (followed) or a fixed, verified bundle."""
 
-    def __init__(self, registry: Registry | None, stage: str, bundle_file: str | None) -> None:
+    def __init__(self, registry: Registry | None, stage: str, bundle: Bundle | None) -> None:
         self.registry = registry
         self.stage = stage
-        self.bundle_file = bundle_file
+        self.bundle = bundle
         self.current: Loaded | None = None
+        self.distrust: str | None = None  # why the stage's history cannot be trusted now
 
     def refresh(self) -> bool:
         """Load the stage's version if it changed; True when a new model was swapped in."""
-        if self.bundle_file:
+        if self.bundle:
             if self.current is None:
-                with open(self.bundle_file, "rb") as handle:
-                    self.current = load(handle.read(), None)
+                self.current = load(self.bundle, None)
                 return True
             return False
         version = serving_version(self.registry, self.stage)
         if self.current and self.current.version == version:
             return False
-        self.current = load(self.registry.bundle(version), version)
+        self.current = load(Bundle.open(self.registry.bundle(version)), version)
         log.info("now serving version %s of %s", version, self.stage)
         return True
 
@@ -160,6 +167,11 @@ class Source:
                 time.sleep(every_seconds)
                 try:
                     self.refresh()
+                    self.distrust = None
+                except AuditError as error:
+                    if self.distrust != str(error):
+                        log.error("not following %s: %s", self.stage, error)
+                    self.distrust = str(error)
                 except Exception:
                     # Keep serving the verified model; say why the new one was not taken.
                     log.exception("could not load the new version of %s", self.stage)
@@ -382,6 +394,10 @@ class Service:
         async def ready() -> dict[str, Any]:
             if source.current is None:
                 raise HTTPException(503, "no model loaded yet")
+            if source.distrust:
+                raise HTTPException(
+                    503, f"the registry's history cannot be trusted: {source.distrust}"
+                )
             return {"status": "ready", "model_version": source.current.version}
 
         @api.get("/version")
@@ -463,6 +479,7 @@ def run(options: Any, stage: str, bundle: str | None, poll_seconds: float) -> No
 
     os.environ["LAB2PROD_SERVE_STAGE"] = stage
     os.environ["LAB2PROD_SERVE_BUNDLE"] = bundle or ""
+    os.environ["LAB2PROD_SERVE_TRUST_UNSIGNED"] = "1" if options.trust_unsigned else ""
     os.environ["LAB2PROD_SERVE_POLL_SECONDS"] = str(poll_seconds)
     uvicorn.run(
         f"{__name__}:app_from_environment",
@@ -480,11 +497,19 @@ def app_from_environment() -> Service:
     from . import settings
 
     bundle_file = os.environ.get("LAB2PROD_SERVE_BUNDLE") or None
-    registry = None
+    registry, bundle = None, None
     if bundle_file is None:
-        config = settings.load()
-        registry = Registry(config.registry, config.model_name)
-    source = Source(registry, os.environ.get("LAB2PROD_SERVE_STAGE", "production"), bundle_file)
+        registry = open_registry(settings.load(), remember=False)
+    else:
+        # A bundle run as a program names its keys; in a project they are the project's.
+        keys = os.environ.get("LAB2PROD_TRUSTED_KEYS") or settings.load().project_dir / KEYS_FILE
+        with open(bundle_file, "rb") as handle:
+            bundle = verified(
+                handle.read(),
+                load_trust(Path(keys)),
+                trust_unsigned=bool(os.environ.get("LAB2PROD_SERVE_TRUST_UNSIGNED")),
+            )
+    source = Source(registry, os.environ.get("LAB2PROD_SERVE_STAGE", "production"), bundle)
     source.refresh()
     # What is loaded now lives as long as the process; the collector need not scan it again and
     # again, which would stall requests for milliseconds.

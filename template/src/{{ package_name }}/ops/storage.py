@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import uuid
+from pathlib import Path
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
@@ -19,7 +20,8 @@ def is_local(fs: fsspec.AbstractFileSystem) -> bool:
 
 
 def _write_temporary(path: str, data: bytes) -> str:
-    temporary = f"{os.path.dirname(path)}/.{uuid.uuid4().hex}.partial"
+    # The writer's PID in the name tells a later run whether the writer is still alive.
+    temporary = f"{os.path.dirname(path)}/.{os.getpid()}-{uuid.uuid4().hex}.partial"
     with open(temporary, "wb") as handle:
         handle.write(data)
         handle.flush()
@@ -58,3 +60,24 @@ def put(fs: fsspec.AbstractFileSystem, path: str, data: bytes) -> None:
         os.replace(_write_temporary(path, data), path)
     else:
         fs.pipe_file(path, data)
+
+
+def alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True
+
+
+def remove_leftovers(directory: Path) -> list[Path]:
+    """Remove the temporary files in `directory` whose writer was killed; the ones removed."""
+    removed = []
+    for temporary in directory.glob(".*-*.partial"):
+        pid = temporary.name[1:].split("-", 1)[0]
+        if pid.isdigit() and not alive(int(pid)):
+            temporary.unlink(missing_ok=True)
+            removed.append(temporary)
+    return removed
