@@ -47,7 +47,7 @@ while sequence < target:
         staging.pop()
     data = audit.encode(sequence, action, "bench", details, previous, signer)
     assert storage.create(log.fs, log.path(sequence), data)
-    previous = audit.Record.parse(str(sequence), data, log.trust).sha256
+    previous = audit.Record.parse(str(sequence), data).sha256
 """
 
 

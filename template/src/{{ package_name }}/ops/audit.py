@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import random
 import re
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -30,6 +32,7 @@ ACTIONS = ("published", "promoted", "rolled_back", "scored", "reproduced", "keys
 GENESIS = "0" * 64
 RECORD_NAME = re.compile(r"^(\d{10})\.json$")
 MAX_ATTEMPTS = 200
+PARALLEL_FROM = 500  # records per thread worth starting one for
 
 
 class AuditError(Exception):
@@ -57,13 +60,21 @@ class Record:
     details: dict[str, Any]
     previous_sha256: str
     sha256: str
-    signed_by: str | None  # the id of the key that signed it; None before signing existed
+    signature: Any  # {"key": id, "ed25519": ...}; None in logs that predate signing
+
+    @property
+    def signed_by(self) -> str | None:
+        return self.signature.get("key") if isinstance(self.signature, dict) else None
+
+    @property
+    def name(self) -> str:
+        return f"{self.sequence:010d}.json"
 
     @classmethod
-    def parse(cls, name: str, data: bytes, trust: Trust) -> Record:
+    def parse(cls, name: str, data: bytes) -> Record:
+        """A record whose content matches its sha256; its signature is checked by `verify`."""
         try:
             document = json.loads(data)
-            signature = document.get("signature")
             body = document["body"]
             record = cls(
                 sequence=body["sequence"],
@@ -73,17 +84,41 @@ class Record:
                 details=body["details"],
                 previous_sha256=body["previous_sha256"],
                 sha256=document["sha256"],
-                signed_by=signature["key"] if isinstance(signature, dict) else None,
+                signature=document.get("signature"),
             )
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise AuditError(f"record {name} is not a valid audit record: {error}") from None
         if sha256(canonical(body)) != record.sha256:
             raise AuditError(f"record {name} was modified: its content does not match its sha256")
-        try:
-            trust.check_record(record.sequence, record.action, record.sha256, signature)
-        except Untrusted as error:
-            raise AuditError(f"record {name} {error}") from None
         return record
+
+
+def verify(records: list[Record], trust: Trust) -> None:
+    """AuditError naming the first record that no key the project trusts signed for its action.
+
+    Signature checks dominate reading a long log, and cryptography's run in parallel threads, so
+    long runs of records are split over the machine's cores.
+    """
+
+    def first_failure(chunk: list[Record]) -> tuple[Record, str] | None:
+        for record in chunk:
+            try:
+                trust.check_record(record.sequence, record.action, record.sha256, record.signature)
+            except Untrusted as error:
+                return record, str(error)
+        return None
+
+    workers = min(os.cpu_count() or 1, len(records) // PARALLEL_FROM + 1)
+    size = -(-len(records) // workers)
+    chunks = [records[start : start + size] for start in range(0, len(records), size)]
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            failures = list(pool.map(first_failure, chunks))
+    else:
+        failures = [first_failure(chunk) for chunk in chunks]
+    for failure in failures:
+        if failure:
+            raise AuditError(f"record {failure[0].name} {failure[1]}")
 
 
 def encode(
@@ -146,22 +181,29 @@ class AuditLog:
             newest = self._records[-1]
             if self._read(names[known - 1]).sha256 != newest.sha256:
                 raise AuditError(f"record {names[known - 1]} was replaced after it was read")
+        new: list[Record] = []
         for name in names[known:]:
             record = self._read(name)
-            self._check_link(name, record)
-            self._records.append(record)
+            self._check_link(name, record, new[-1] if new else None)
+            new.append(record)
+        verify(new, self.trust)
+        self._records.extend(new)
         return list(self._records)
 
     def _read(self, name: str) -> Record:
+        path = f"{self.root}/{name}"
         try:
-            data = self.fs.cat_file(f"{self.root}/{name}")
+            if storage.is_local(self.fs):
+                with open(path, "rb") as handle:  # fsspec's layers cost more than the read
+                    return Record.parse(name, handle.read())
+            return Record.parse(name, self.fs.cat_file(path))
         except FileNotFoundError:
             raise AuditError(f"record {name} disappeared while the log was read") from None
-        return Record.parse(name, data, self.trust)
 
-    def _check_link(self, name: str, record: Record) -> None:
-        expected_sequence = len(self._records) + 1
-        previous = self._records[-1].sha256 if self._records else GENESIS
+    def _check_link(self, name: str, record: Record, before: Record | None) -> None:
+        before = before or (self._records[-1] if self._records else None)
+        expected_sequence = before.sequence + 1 if before else 1
+        previous = before.sha256 if before else GENESIS
         if record.sequence != expected_sequence:
             raise AuditError(
                 f"record {name} says it is number {record.sequence}: records were reordered"
@@ -194,8 +236,9 @@ class AuditLog:
             previous = records[-1].sha256 if records else GENESIS
             sequence = len(records) + 1
             data = encode(sequence, action, actor, details, previous, signer)
+            record = Record.parse(self.path(sequence), data)
+            verify([record], self.trust)  # a record readers would refuse is never written
             if storage.create(self.fs, self.path(sequence), data):
-                record = Record.parse(self.path(sequence), data, self.trust)
                 self._records.append(record)
                 return record
             # Another writer took this number: back off a little, then read its record.
