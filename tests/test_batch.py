@@ -5,6 +5,10 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
+import signal
+import subprocess
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -119,6 +123,170 @@ def test_an_unusable_input_is_refused_and_nothing_is_written(lived, tmp_path):
     assert "use a .csv or .parquet file, not .json" in wrong.stderr
     assert sorted(path.name for path in tmp_path.iterdir()) == ["input.csv"]
     assert len(scored_records(project)) == before
+
+
+# A line past the first chunks of 50 rows: a problem only found while streaming.
+LATE = 401
+
+
+def empty(project: Project, folder: Path) -> Path:
+    (folder / "input.csv").write_bytes(b"")
+    return folder / "input.csv"
+
+
+def with_line_changed(project: Project, folder: Path, change: Callable[[bytes], bytes]) -> Path:
+    path = folder / "input.csv"
+    write_input(project, path)
+    lines = path.read_bytes().splitlines()
+    lines[LATE - 1] = change(lines[LATE - 1])
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return path
+
+
+def cut_parquet(project: Project, folder: Path) -> Path:
+    path = folder / "input.parquet"
+    write_input(project, folder / "input.csv")
+    python = project.path / ".venv" / "bin" / "python"
+    run(python, "-c", TO_PARQUET, folder / "input.csv", path, cwd=project.path)
+    whole = path.read_bytes()
+    path.write_bytes(whole[: len(whole) // 2])
+    return path
+
+
+# How an input is broken, and the problem its refusal names after the file's name.
+BROKEN = {
+    "empty": (empty, "the file is empty (0 bytes)"),
+    "not-utf8": (
+        lambda p, f: with_line_changed(p, f, lambda line: line.replace(b",", b"\xe9,", 1)),
+        f"line {LATE} is not UTF-8 text (byte 0xe9)",
+    ),
+    "more-fields": (
+        lambda p, f: with_line_changed(p, f, lambda line: line + b",7"),
+        f"line {LATE} has 32 fields, the header 31",
+    ),
+    "fewer-fields": (
+        lambda p, f: with_line_changed(p, f, lambda line: line.rsplit(b",", 3)[0]),
+        f"line {LATE} has 28 fields, the header 31",
+    ),
+    "cut-parquet": (cut_parquet, "not a readable Parquet file: "),
+}
+
+
+def refused_and_nothing_written(project: Project, folder: Path, *arguments: str) -> str:
+    """The one line `score` printed refusing, after checking it wrote no output, rejects or
+    temporary (hidden) file."""
+    before = sorted(folder.iterdir())
+    refused = project.ops("score", *arguments, check=False)
+    assert refused.returncode == 2, refused.stderr
+    assert sorted(folder.iterdir()) == before
+    [line] = refused.stderr.splitlines()
+    return line
+
+
+@pytest.mark.parametrize("broken", list(BROKEN))
+def test_a_broken_input_is_refused_in_one_line_and_nothing_is_written(lived, tmp_path, broken):
+    project, _ = lived
+    make, problem = BROKEN[broken]
+    source = make(project, tmp_path)
+    target = tmp_path / f"scored{source.suffix}"
+    line = refused_and_nothing_written(
+        project, tmp_path, str(source), str(target), "--chunk-rows", "50"
+    )
+    assert line.startswith(f"score: refused: {source}: {problem}"), line
+
+
+@pytest.mark.parametrize("chunk_rows", ["0", "-1"])
+def test_chunks_of_no_rows_are_refused(lived, tmp_path, chunk_rows):
+    project, _ = lived
+    write_input(project, tmp_path / "input.csv")
+    arguments = (str(tmp_path / "input.csv"), str(tmp_path / "scored.csv"))
+    line = refused_and_nothing_written(project, tmp_path, *arguments, "--chunk-rows", chunk_rows)
+    assert line == "score: refused: --chunk-rows must be at least 1"
+
+
+# The holdout set repeated to millions of rows, with one row in each copy to reject: a signal sent
+# once both temporaries exist lands while most of the input is still to score.
+REPEATED_HOLDOUT = """
+import sys
+import pyarrow as pa
+import pyarrow.parquet as pq
+rows = pq.read_table("data/prepared/holdout.parquet").drop_columns(["malignant"]).to_pandas()
+rows.loc[0, "symmetry_error"] = -1.5
+table = pa.Table.from_pandas(rows, preserve_index=False)
+copies = -(-int(sys.argv[2]) // len(rows))
+pq.write_table(pa.concat_tables([table] * copies).slice(0, int(sys.argv[2])), sys.argv[1])
+"""
+
+
+@pytest.fixture(scope="module")
+def big_input(lived, tmp_path_factory) -> Path:
+    project, _ = lived
+    path = tmp_path_factory.mktemp("big") / "big.parquet"
+    python = project.path / ".venv" / "bin" / "python"
+    run(python, "-c", REPEATED_HOLDOUT, path, "3000000", cwd=project.path)
+    return path
+
+
+def temporaries(folder: Path) -> list[str]:
+    return sorted(path.name for path in folder.glob(".*.partial"))
+
+
+def start_scoring(project: Project, source: Path, target: Path) -> subprocess.Popen:
+    """A `score` process, returned once it writes both its output and its rejects."""
+    process = subprocess.Popen(
+        project.cli("score", str(source), str(target)),
+        cwd=project.path,
+        env=project.process_env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    while len(temporaries(target.parent)) < 2:
+        assert process.poll() is None, process.communicate()
+        time.sleep(0.05)
+    return process
+
+
+@pytest.mark.parametrize("signal_number", [signal.SIGINT, signal.SIGTERM], ids=["INT", "TERM"])
+def test_an_interrupted_run_removes_its_temporaries(lived, tmp_path, big_input, signal_number):
+    project, _ = lived
+    process = start_scoring(project, big_input, tmp_path / "scored.parquet")
+    process.send_signal(signal_number)
+    process.communicate(timeout=600)
+    assert process.returncode != 0
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_the_next_run_removes_what_a_killed_run_left(lived, tmp_path, big_input):
+    project, _ = lived
+    small = tmp_path / "small.csv"
+    write_input(project, small)
+    target, rejects = tmp_path / "scored.parquet", tmp_path / "scored.rejects.csv"
+    killed = start_scoring(project, big_input, target)
+    left = temporaries(tmp_path)
+
+    # A run to the same output meanwhile keeps the temporaries of the one still going.
+    meanwhile = project.ops("score", str(small), str(target))
+    assert "removed" not in meanwhile.stderr
+    assert temporaries(tmp_path) == left
+    target.unlink()
+    rejects.unlink()
+
+    killed.kill()  # SIGKILL: nothing can clean up
+    killed.communicate(timeout=600)
+    assert not target.exists() and not rejects.exists()
+    assert temporaries(tmp_path) == left
+
+    after = project.ops("score", str(small), str(target))
+    assert after.stderr.splitlines() == [
+        f"removed 2 temporary file(s) of earlier runs that were killed: {', '.join(left)}"
+    ]
+    assert temporaries(tmp_path) == []
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        "scored.parquet",
+        "scored.rejects.csv",
+        "small.csv",
+    ]
 
 
 def test_a_bundle_file_scores_and_the_audit_still_reads(lived, tmp_path):

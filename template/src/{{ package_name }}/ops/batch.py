@@ -4,22 +4,35 @@ Rows are checked against the contract of the model's own bundle. Every output ro
 columns (ids and other pass-through columns included) and gains `prediction`, for classification
 one `probability_<class>` column per class, and `model_version`. A row that breaks the contract
 goes to a rejects file (CSV, its original values plus `row` and `reason`) instead, so rows in =
-rows scored + rows rejected, always. Outputs are
-written under temporary names and renamed when complete: a failed run leaves nothing half-written.
+rows scored + rows rejected, always. A file that cannot be read as a whole (empty, not UTF-8, a
+row with more or fewer fields than the header, a cut Parquet file) is refused with a `BatchError`
+and writes nothing: outputs are written under temporary names beside the target and renamed when
+the whole input was read; an error, Ctrl-C or SIGTERM removes them, and the next run removes those
+of runs that were killed outright.
 """
 
 from __future__ import annotations
 
+import csv
+import glob
 import hashlib
 import os
+import re
+import signal
+import socket
 import sys
+import threading
+import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TextIO
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 from tqdm import tqdm
 
@@ -27,6 +40,9 @@ from ..contract import Contract, ContractError
 from .models import Loaded
 
 FORMATS = (".csv", ".parquet")
+# Temporaries are named after the machine and process writing them, so that a later run can tell
+# a killed run's leftovers from those of a run still going.
+HOST = socket.gethostname()
 
 
 class BatchError(Exception):
@@ -46,20 +62,117 @@ def file_format(path: Path) -> str:
     return path.suffix
 
 
+def first_line(error: Exception) -> str:
+    return str(error).strip().splitlines()[0]
+
+
 def chunks(path: Path, rows: int, contract: Contract) -> Iterator[pd.DataFrame]:
+    """The file's rows, `rows` at a time; at least one frame, so the columns are always known."""
     if file_format(path) == ".csv":
-        yield from pd.read_csv(path, chunksize=rows, **contract.csv_options())
-    else:
-        # Read through a small buffer: prebuffering would hold whole row groups (a million rows
-        # each by default) in memory, which grows with the file.
-        parquet = pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+        yield from csv_chunks(path, rows, contract)
+        return
+    parquet = parquet_file(path)
+    if not parquet.metadata.num_rows:
+        yield parquet.schema_arrow.empty_table().to_pandas()
+    try:
         for batch in parquet.iter_batches(batch_size=rows):
             yield batch.to_pandas()
+    except pa.ArrowException as error:
+        raise BatchError(f"{path}: not a readable Parquet file: {first_line(error)}") from None
+
+
+def parquet_file(path: Path) -> pq.ParquetFile:
+    try:
+        # Read through a small buffer: prebuffering would hold whole row groups (a million rows
+        # each by default) in memory, which grows with the file.
+        return pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
+    except pa.ArrowException as error:
+        raise BatchError(f"{path}: not a readable Parquet file: {first_line(error)}") from None
+
+
+def csv_chunks(path: Path, rows: int, contract: Contract) -> Iterator[pd.DataFrame]:
+    try:
+        with pd.read_csv(path, chunksize=rows, **contract.csv_options()) as reader:
+            fields = FieldCounts(path)
+            read = 0
+            for chunk in reader:
+                read += len(chunk)
+                fields.check(read)
+                yield chunk
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as error:
+        raise unreadable_csv(path, error) from None
+
+
+class FieldCounts:
+    """Checks that every CSV row has as many fields as the header, a block ahead of pandas,
+    whose fast parser pads a short row with empty values. pyarrow's streaming reader tokenizes
+    the file as pandas does (quotes, line breaks in quoted values, blank lines skipped) and, with
+    only a column that is not there to produce, converts nothing."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self.rows = 0
+        parse = pa_csv.ParseOptions(newlines_in_values=True)
+        # One thread: faster here than handing blocks around, and leaves the cores to scoring.
+        read = pa_csv.ReadOptions(use_threads=False)
+        convert = pa_csv.ConvertOptions(include_columns=["\0"], include_missing_columns=True)
+        try:
+            self.reader = pa_csv.open_csv(path, read, parse, convert)
+        except pa.ArrowInvalid as error:
+            raise unreadable_csv(path, error) from None
+
+    def check(self, rows: int) -> None:
+        """Checks the rows up to `rows`."""
+        while self.rows < rows:
+            try:
+                self.rows += self.reader.read_next_batch().num_rows
+            except StopIteration:
+                return
+            except pa.ArrowInvalid as error:
+                raise unreadable_csv(self.path, error) from None
+
+
+def unreadable_csv(path: Path, error: Exception) -> BatchError:
+    """The first row with more or fewer fields than the header, by the line a text editor shows
+    (the csv module knows line breaks in quoted values), or else the parser's reason."""
+    with path.open(newline="", encoding="utf-8", errors="replace") as handle:
+        reader = csv.reader(handle)
+        header: list[str] = []
+        line = 0
+        try:
+            for fields in reader:
+                if fields and not header:
+                    header = fields
+                elif fields and len(fields) != len(header):
+                    return BatchError(
+                        f"{path}: line {line + 1} has {len(fields)} fields, "
+                        f"the header {len(header)}"
+                    )
+                line = reader.line_num
+        except csv.Error:
+            pass  # a field beyond the csv module's size limit, such as an unclosed quote
+    return BatchError(f"{path}: not a readable CSV file: {first_line(error)}")
+
+
+def not_utf8(path: Path) -> BatchError:
+    """Names the first line that is not UTF-8 (no UTF-8 character contains a line break)."""
+    with path.open("rb") as handle:
+        for number, line in enumerate(handle, start=1):
+            try:
+                line.decode()
+            except UnicodeDecodeError as error:
+                return BatchError(
+                    f"{path}: line {number} is not UTF-8 text (byte {line[error.start]:#04x}); "
+                    "save the file as UTF-8"
+                )
+    return BatchError(f"{path}: not UTF-8 text; save the file as UTF-8")
 
 
 def total_rows(path: Path) -> int | None:
     """Known cheaply for Parquet (its footer); a CSV would need a full read first."""
-    return pq.ParquetFile(path).metadata.num_rows if path.suffix == ".parquet" else None
+    return parquet_file(path).metadata.num_rows if path.suffix == ".parquet" else None
 
 
 def sha256_of(path: Path) -> str:
@@ -71,53 +184,121 @@ def sha256_of(path: Path) -> str:
 
 
 class ChunkWriter:
-    """Appends frames to a CSV or Parquet file under a temporary name; `commit` renames it."""
+    """Appends frames to a CSV or Parquet file under a hidden temporary name beside it; `close`
+    finishes the file, `commit` renames it into place, `discard` removes it."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.temporary = path.with_name(f".{path.name}.partial")
+        self.temporary = path.with_name(
+            f".{path.name}.{HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
+        )
         self.format = file_format(path)
+        self.text: TextIO | None = None
         self.parquet: pq.ParquetWriter | None = None
-        self.started = False
 
     def write(self, frame: pd.DataFrame) -> None:
         if self.format == ".csv":
-            frame.to_csv(
-                self.temporary,
-                mode="a" if self.started else "w",
-                header=not self.started,
-                index=False,
-            )
-        else:
-            table = pa.Table.from_pandas(frame, preserve_index=False)
-            if self.parquet is None:
-                # Dictionaries pay off for repeated values; for measurements they cost seven
-                # times the write time and save nothing.
-                repeated = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
-                self.parquet = pq.ParquetWriter(
-                    self.temporary, table.schema, use_dictionary=repeated
-                )
-            self.parquet.write_table(table.cast(self.parquet.schema))
-        self.started = True
+            # One open handle: should the file go, writes fail instead of starting a new one.
+            header = self.text is None
+            if header:
+                self.text = self.temporary.open("x", newline="", encoding="utf-8")
+            frame.to_csv(self.text, header=header, index=False)
+            return
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        if self.parquet is None:
+            # Dictionaries pay off for repeated values; for measurements they cost seven
+            # times the write time and save nothing.
+            repeated = [f.name for f in table.schema if not pa.types.is_floating(f.type)]
+            self.parquet = pq.ParquetWriter(self.temporary, table.schema, use_dictionary=repeated)
+        self.parquet.write_table(table.cast(self.parquet.schema))
 
-    def commit(self, empty: pd.DataFrame) -> None:
-        if not self.started:
+    def close(self, empty: pd.DataFrame) -> None:
+        if self.text is None and self.parquet is None:
             self.write(empty)
-        if self.parquet is not None:
-            self.parquet.close()
+        self.end()
+
+    def end(self) -> None:
+        for open_file in (self.text, self.parquet):
+            if open_file is not None:
+                open_file.close()
+
+    def commit(self) -> None:
         os.replace(self.temporary, self.path)
 
     def discard(self) -> None:
-        if self.parquet is not None:
-            self.parquet.close()
+        self.end()
         self.temporary.unlink(missing_ok=True)
 
 
+def remove_leftovers(path: Path) -> list[str]:
+    """Removes the temporaries of earlier runs for `path` that were killed outright (SIGKILL,
+    out of memory, power loss): those written on this machine by a process no longer running.
+    A run still going keeps its own, whatever their age (a rejects file may not grow for an hour);
+    those of other machines sharing the folder stay, their processes cannot be checked from here.
+    """
+    ours = re.compile(
+        rf"\.{re.escape(path.name)}\.{re.escape(HOST)}\.(\d+)\.[0-9a-f]{{8}}\.partial"
+    )
+    removed = []
+    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
+        match = ours.fullmatch(candidate.name)
+        if match and not running(int(match[1])):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate.name)
+    return removed
+
+
+def running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # another user's process
+    return True
+
+
+@contextmanager
+def interrupted_by_sigterm() -> Iterator[None]:
+    """SIGTERM (a scheduler stopping the job, `kill`) unwinds like Ctrl-C, so that the
+    temporaries are removed; unless the program handles SIGTERM itself, or this is not the main
+    thread, where handlers cannot be set."""
+    if (
+        threading.current_thread() is not threading.main_thread()
+        or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
+    ):
+        yield
+        return
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def score(model: Loaded, source: Path, target: Path, rejects: Path, chunk_rows: int) -> Counts:
+    if chunk_rows < 1:
+        raise BatchError("--chunk-rows must be at least 1")
     if source.resolve() == target.resolve():
         raise BatchError("the output must not overwrite the input")
+    file_format(source)
     file_format(target)
+    if not source.stat().st_size:
+        raise BatchError(f"{source}: the file is empty (0 bytes)")
     target.parent.mkdir(parents=True, exist_ok=True)
+    if leftovers := remove_leftovers(target) + remove_leftovers(rejects):
+        print(
+            f"removed {len(leftovers)} temporary file(s) of earlier runs that were killed: "
+            + ", ".join(leftovers),
+            file=sys.stderr,
+        )
+    with interrupted_by_sigterm():
+        return score_chunks(model, source, target, rejects, chunk_rows)
+
+
+def score_chunks(
+    model: Loaded, source: Path, target: Path, rejects: Path, chunk_rows: int
+) -> Counts:
     counts = Counts()
     scored, rejected = ChunkWriter(target), ChunkWriter(rejects)
     progress = tqdm(total=total_rows(source), unit="rows", disable=not sys.stderr.isatty())
@@ -142,8 +323,11 @@ def score(model: Loaded, source: Path, target: Path, rejects: Path, chunk_rows: 
             counts.rows_scored += len(good)
             counts.rows_rejected += int(bad.sum())
             progress.update(len(chunk))
-        scored.commit(empty_output(source, model))
-        rejected.commit(pd.DataFrame(columns=["row", "reason"]))
+        scored.close(pd.DataFrame(columns=[*chunk.columns, *answer_columns(model)]))
+        rejected.close(pd.DataFrame(columns=["row", "reason"]))
+        # The output last: whoever sees it appear finds its rejects already beside it.
+        rejected.commit()
+        scored.commit()
     except BaseException:
         scored.discard()
         rejected.discard()
@@ -168,11 +352,3 @@ def with_answers(model: Loaded, rows: pd.DataFrame) -> pd.DataFrame:
         rows[f"probability_{label}"] = probabilities[:, position]
     rows["model_version"] = model.version
     return rows
-
-
-def empty_output(source: Path, model: Loaded) -> pd.DataFrame:
-    """The output's columns when no row was valid."""
-    columns = (
-        next(chunks(source, 1, model.contract)).columns.tolist() if source.stat().st_size else []
-    )
-    return pd.DataFrame(columns=[*columns, *answer_columns(model)])
