@@ -18,13 +18,10 @@ import glob
 import hashlib
 import os
 import re
-import signal
 import socket
 import sys
-import threading
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -37,6 +34,7 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ..contract import Contract, ContractError
+from . import storage
 from .models import Loaded
 
 FORMATS = (".csv", ".parquet")
@@ -242,38 +240,10 @@ def remove_leftovers(path: Path) -> list[str]:
     removed = []
     for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
         match = ours.fullmatch(candidate.name)
-        if match and not running(int(match[1])):
+        if match and not storage.alive(int(match[1])):
             candidate.unlink(missing_ok=True)
             removed.append(candidate.name)
     return removed
-
-
-def running(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process
-    return True
-
-
-@contextmanager
-def interrupted_by_sigterm() -> Iterator[None]:
-    """SIGTERM (a scheduler stopping the job, `kill`) unwinds like Ctrl-C, so that the
-    temporaries are removed; unless the program handles SIGTERM itself, or this is not the main
-    thread, where handlers cannot be set."""
-    if (
-        threading.current_thread() is not threading.main_thread()
-        or signal.getsignal(signal.SIGTERM) != signal.SIG_DFL
-    ):
-        yield
-        return
-    signal.signal(signal.SIGTERM, signal.default_int_handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
 
 
 def score(model: Loaded, source: Path, target: Path, rejects: Path, chunk_rows: int) -> Counts:
@@ -292,8 +262,8 @@ def score(model: Loaded, source: Path, target: Path, rejects: Path, chunk_rows: 
             + ", ".join(leftovers),
             file=sys.stderr,
         )
-    with interrupted_by_sigterm():
-        return score_chunks(model, source, target, rejects, chunk_rows)
+    # The CLI turns SIGTERM into KeyboardInterrupt, which removes the temporaries as Ctrl-C does.
+    return score_chunks(model, source, target, rejects, chunk_rows)
 
 
 def score_chunks(
