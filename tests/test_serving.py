@@ -6,10 +6,12 @@ versions to deploy and roll back between while clients keep sending requests.
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import threading
@@ -71,6 +73,7 @@ def serving(
         text=True,
     )
     client = Client(port, (env or {}).get("LAB2PROD_TOKEN"))
+    client.process = server  # what it printed can be read once it stopped
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
@@ -207,6 +210,179 @@ def test_bad_requests_name_the_field_and_the_service_stays_up(lived):
         assert client.call("/predict", [])[0] == 422
         assert client.call("/health") == (200, {"status": "ok"})
         assert client.call("/predict", record)[0] == 200
+
+
+def exchange(port: int, request: bytes) -> bytes:
+    """What the service sends back for raw bytes, until it closes the connection."""
+    with socket.create_connection(("127.0.0.1", port), timeout=30) as connection:
+        connection.sendall(request)
+        return b"".join(iter(lambda: connection.recv(65536), b""))
+
+
+def answered_and_kept_open(port: int) -> http.client.HTTPConnection:
+    """A kept-alive connection on which /health was answered."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    connection.request("GET", "/health")
+    response = connection.getresponse()
+    assert response.status == 200 and response.read() == b'{"status":"ok"}'
+    return connection
+
+
+def test_a_body_not_declared_as_json_is_refused(lived):
+    project, _ = lived
+    body = json.dumps(holdout_records(project)[0]).encode()
+    with serving(project) as client:
+        port = int(client.base.rsplit(":", 1)[1])
+        for content_type, status, detail in [
+            (b"text/plain", 415, b"declared as text/plain: send the records as JSON, with the "),
+            (b"multipart/form-data; boundary=x", 415, b"declared as multipart/form-data: "),
+            (b"application/json; charset=utf-16", 415, b"JSON must be sent in UTF-8, not utf-16"),
+            (None, 415, b"no Content-Type: send the records as JSON, with the header "),
+            (b"Application/JSON; charset=UTF-8", 200, b'"predictions"'),
+            (b"application/vnd.api+json", 200, b'"predictions"'),
+        ]:
+            header = b"" if content_type is None else b"Content-Type: " + content_type + b"\r\n"
+            reply = exchange(
+                port,
+                b"POST /predict HTTP/1.1\r\nHost: service\r\nConnection: close\r\n"
+                + header
+                + b"Content-Length: %d\r\n\r\n" % len(body)
+                + body,
+            )
+            assert reply.startswith(b"HTTP/1.1 %d " % status), (content_type, reply)
+            assert detail in reply, reply
+
+
+def test_nan_and_infinity_are_named_as_what_they_are(lived):
+    project, _ = lived
+    record = json.dumps(holdout_records(project)[0] | {"mean_radius": 1.0})
+    with serving(project) as client:
+        for literal in ("NaN", "Infinity", "-Infinity"):
+            sent = record.replace('"mean_radius": 1.0', f'"mean_radius": {literal}').encode()
+            status, reply = client.call("/predict", raw=sent)
+            assert status == 422
+            assert reply["detail"] == [
+                {
+                    "loc": ["body", "mean_radius"],
+                    "msg": f"{literal} is not a number this model accepts; "
+                    "this field needs a value",
+                    "type": "finite_number",
+                }
+            ]
+    # Whatever the column's kind, bounded or not, and where a missing value may be sent.
+    script = NOT_FINITE.format(package=project.package)
+    assert json.loads(in_project(project, script)) == [
+        "NaN is not a number this model accepts; this field needs a value",
+        "Infinity is not a number this model accepts; this field needs a value",
+        "NaN is not a number this model accepts; send null for a missing value",
+    ]
+
+
+NOT_FINITE = """
+import json
+from {package}.contract import Contract, Integer, Numeric, Target, Task
+from {package}.ops.serve import Refusal, RequestModel, parse_records
+
+columns = (Integer("visits", maximum=60), Numeric("weight", nullable=True, maximum=60))
+request = RequestModel.of(Contract(columns=columns, target=Target(name="y", task=Task.REGRESSION)))
+messages = []
+for body in (b'{{"visits": NaN}}', b'{{"visits": 1e400}}', b'{{"visits": 3, "weight": NaN}}'):
+    try:
+        parse_records(body, request)
+    except Refusal as refusal:
+        messages += [error["msg"] for error in refusal.detail]
+print(json.dumps(messages))
+"""
+
+
+def test_slow_clients_are_cut_off_and_others_still_served(lived):
+    project, _ = lived
+    record = holdout_records(project)[0]
+    body = json.dumps(record).encode()
+    deadlines = {"LAB2PROD_HEADER_TIMEOUT": "1", "LAB2PROD_BODY_TIMEOUT": "1"}
+    with serving(project, env=deadlines) as client:
+        port = int(client.base.rsplit(":", 1)[1])
+        slow = []
+        for number in range(300):
+            connection = socket.create_connection(("127.0.0.1", port), timeout=30)
+            # Half a request line, half the headers, or nothing at all, and then nothing more.
+            connection.sendall(
+                [b"POST /pred", b"POST /predict HTTP/1.1\r\nHost: s", b""][number % 3]
+            )
+            slow.append(connection)
+        assert client.call("/predict", record)[0] == 200
+        # The service closes each of them; a recv that times out instead fails the test.
+        assert {connection.recv(1024) for connection in slow} == {b""}
+        for connection in slow:
+            connection.close()
+        stalled = exchange(
+            port,
+            b"POST /predict HTTP/1.1\r\nHost: s\r\nContent-Type: application/json\r\n"
+            + b"Content-Length: %d\r\n\r\n" % len(body)
+            + body[:10],
+        )
+        assert stalled.startswith(b"HTTP/1.1 408 "), stalled
+        assert b"connection: close" in stalled and b"the request body stalled" in stalled
+        # After a reply on a kept-alive connection, a stalled next request is cut off as well.
+        kept = answered_and_kept_open(port)
+        kept.sock.sendall(b"GET /hea")
+        assert kept.sock.recv(1024) == b""
+        kept.close()
+        assert client.call("/predict", record)[0] == 200
+
+
+def test_requests_beyond_the_connection_limit_get_503(lived):
+    project, _ = lived
+    with serving(project, env={"LAB2PROD_MAX_CONNECTIONS": "4"}) as client:
+        port = int(client.base.rsplit(":", 1)[1])
+        # Connections the service has surely taken, now sending their next request slowly.
+        held = [answered_and_kept_open(port) for _ in range(3)]
+        for connection in held:
+            connection.sock.sendall(b"GET /hea")
+        assert client.call("/health")[0] == 503
+        for connection in held:
+            connection.close()
+
+
+def test_beyond_loopback_the_service_wants_a_token(lived):
+    project, _ = lived
+    refused = subprocess.run(
+        project.cli("serve", "--host", "0.0.0.0", "--port", str(free_port())),
+        cwd=project.path,
+        env=project.process_env,
+        capture_output=True,
+        text=True,
+        timeout=120,  # a service that started instead would never end
+    )
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "serve: refused: 0.0.0.0 is reachable from other machines and LAB2PROD_TOKEN is not set; "
+        "set it, or pass --allow-no-token (LAB2PROD_ALLOW_NO_TOKEN=1) if a proxy in front "
+        "authenticates every request"
+    ]
+    record = holdout_records(project)[0]
+    with serving(project, "--host", "0.0.0.0", env={"LAB2PROD_ALLOW_NO_TOKEN": "1"}) as client:
+        assert client.call("/predict", record)[0] == 200
+    assert "WARNING: serving on 0.0.0.0 without LAB2PROD_TOKEN" in client.process.stdout.read()
+
+
+def test_the_openapi_document_says_which_answers_to_expect(lived):
+    project, _ = lived
+    # With a token the service may listen beyond loopback.
+    with serving(project, "--host", "0.0.0.0", env={"LAB2PROD_TOKEN": "s3cret"}) as client:
+        status, document = client.call("/openapi.json")
+    assert status == 200
+    operations = {
+        path: operation
+        for path, methods in document["paths"].items()
+        for operation in methods.values()
+    }
+    for path in ("/predict", "/version", "/metrics"):
+        assert "401" in operations[path]["responses"] and operations[path]["security"], path
+    for path in ("/health", "/ready"):
+        assert "401" not in operations[path]["responses"] and "security" not in operations[path]
+    assert {"408", "415"} <= set(operations["/predict"]["responses"])
+    assert list(operations["/metrics"]["responses"]["200"]["content"]) == ["text/plain"]
 
 
 def test_a_token_guards_everything_but_health(lived):

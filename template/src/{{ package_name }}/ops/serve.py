@@ -14,11 +14,16 @@ key) is not followed: the service keeps its verified model and reports itself no
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import functools
 import gc
 import hmac
+import ipaddress
 import json
 import logging
+import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -28,7 +33,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -38,6 +43,7 @@ from prometheus_client import (
     generate_latest,
 )
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
+from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from ..contract import Contract
 from .audit import AuditError
@@ -58,6 +64,11 @@ KNOWN_PATHS = {"/predict", "/health", "/ready", "/version", "/metrics"}
 # Probes stay open when a token is set, so an orchestrator can check the service without it.
 PROBES = {"/health", "/ready"}
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
+SEND_JSON = "send the records as JSON, with the header `Content-Type: application/json`"
+# What pydantic's JSON parser makes of NaN, Infinity and -Infinity (or a number too large).
+NOT_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
+# Set in a request's scope by `Deadlines` when its body stopped arriving: the seconds waited.
+BODY_STALLED = "lab2prod.body_stalled"
 
 
 @dataclass(frozen=True)
@@ -129,12 +140,23 @@ class Refusal(Exception):
         return JSONResponse({"detail": self.detail}, self.status, headers=self.headers)
 
 
-def field_errors(error: ValidationError) -> list[dict[str, Any]]:
-    """Pydantic's errors with locations as the client sent them: body, [index,] field."""
-    return [
-        {"loc": ["body", *item["loc"]], "msg": item["msg"], "type": item["type"]}
-        for item in error.errors(include_url=False, include_context=False)
-    ]
+def field_errors(error: ValidationError, contract: Contract) -> list[dict[str, Any]]:
+    """Pydantic's errors with locations as the client sent them: body, [index,] field.
+
+    JSON has no NaN or Infinity, but pydantic's parser reads them; whatever the column's type, the
+    client is told what it sent rather than that it is out of range or not an integer.
+    """
+    details = []
+    for item in error.errors(include_url=False, include_context=False):
+        message, kind, value = item["msg"], item["type"], item["input"]
+        if isinstance(value, float) and not math.isfinite(value):
+            nullable = any(c.nullable and c.name == item["loc"][-1] for c in contract.columns)
+            kind = "finite_number"
+            message = f"{NOT_FINITE[str(value)]} is not a number this model accepts; " + (
+                "send null for a missing value" if nullable else "this field needs a value"
+            )
+        details.append({"loc": ["body", *item["loc"]], "msg": message, "type": kind})
+    return details
 
 
 class Source:
@@ -231,6 +253,26 @@ class Batcher:
             start = end
 
 
+def check_json(content_type: bytes | None) -> None:
+    """Refuse (415) a body not declared as JSON in UTF-8, the only encoding JSON may travel in
+    between systems (RFC 8259): a form or plain text is not read as if it were records."""
+    if content_type == b"application/json":
+        return
+    if content_type is None:
+        raise Refusal(415, f"no Content-Type: {SEND_JSON}")
+    media, *parameters = content_type.decode("latin-1").lower().split(";")
+    media = media.strip()
+    if media != "application/json" and not (
+        media.startswith("application/") and media.endswith("+json")
+    ):
+        raise Refusal(415, f"the body is declared as {media or 'nothing'}: {SEND_JSON}")
+    for parameter in parameters:
+        name, _, value = parameter.partition("=")
+        charset = value.strip().strip('"')
+        if name.strip() == "charset" and charset not in ("utf-8", "utf8"):
+            raise Refusal(415, f"JSON must be sent in UTF-8, not {charset}")
+
+
 async def read_body(receive: Callable[[], Awaitable[dict]]) -> bytes:
     """The request body, refused once it passes the limit (a chunked body declares no length)."""
     body = bytearray()
@@ -255,7 +297,7 @@ def parse_records(body: bytes, request: RequestModel) -> Inputs:
             raise Refusal(400, "the request body is not valid JSON") from None
         if not many and error.errors()[0]["loc"] == ():
             raise Refusal(422, "send one record (a JSON object) or a list of them") from None
-        raise Refusal(422, field_errors(error)) from None
+        raise Refusal(422, field_errors(error, request.contract)) from None
     if not many:
         records = [records]
     if not records or len(records) > MAX_RECORDS:
@@ -274,22 +316,31 @@ def answers(loaded: Loaded, labels: np.ndarray, probabilities: np.ndarray | None
 
 
 class Body:
-    """A request's receive channel that remembers whether the body has been read to its end."""
+    """A request's receive channel that remembers whether the body has been read to its end, and
+    refuses a body that stopped arriving (408, and the connection is closed)."""
 
-    def __init__(self, receive: Callable[[], Awaitable[dict]]) -> None:
+    def __init__(self, scope: dict, receive: Callable[[], Awaitable[dict]]) -> None:
+        self.scope = scope
         self.receive = receive
         self.finished = False
 
     async def __call__(self) -> dict:
         message = await self.receive()
+        if BODY_STALLED in self.scope:
+            self.finished = True
+            waited = self.scope[BODY_STALLED]
+            detail = f"the request body stalled: nothing more arrived in {waited:g} s"
+            raise Refusal(408, detail, {"Connection": "close"})
         if message["type"] != "http.request" or not message.get("more_body"):
             self.finished = True
         return message
 
     async def discard(self) -> None:
         dropped = 0
-        while not self.finished and dropped <= MAX_DISCARDED_BYTES:
-            dropped += len((await self()).get("body", b""))
+        # A body that stalls while dropped: the refusal is sent all the same.
+        with contextlib.suppress(Refusal):
+            while not self.finished and dropped <= MAX_DISCARDED_BYTES:
+                dropped += len((await self()).get("body", b""))
 
 
 class Service:
@@ -333,11 +384,11 @@ class Service:
             await send(message)
 
         path = scope["path"]
-        body = Body(receive)
+        body = Body(scope, receive)
         try:
-            self.check(scope)
+            headers = self.check(scope)
             if path == "/predict":
-                await self.predict(scope, body, send_and_note)
+                await self.predict(scope, headers, body, send_and_note)
             else:
                 await self.api(scope, body, send_and_note)
         except Refusal as refusal:
@@ -348,8 +399,9 @@ class Service:
             self.requests.labels(label, str(status)).inc()
             self.latency.labels(label).observe(time.perf_counter() - started)
 
-    def check(self, scope: dict) -> None:
-        """Refuse a missing or wrong token, or a body declared too large, before reading it."""
+    def check(self, scope: dict) -> dict[bytes, bytes]:
+        """Refuse a missing or wrong token, or a body declared too large, before reading it; the
+        request's headers."""
         headers = dict(scope["headers"])
         if self.token is not None and scope["path"] not in PROBES:
             scheme, _, given = headers.get(b"authorization", b"").decode("latin-1").partition(" ")
@@ -362,10 +414,14 @@ class Service:
         declared = headers.get(b"content-length", b"0")
         if not declared.isdigit() or int(declared) > MAX_BODY_BYTES:
             raise Refusal(413, TOO_LARGE)
+        return headers
 
-    async def predict(self, scope: dict, receive: Any, send: Any) -> None:
+    async def predict(
+        self, scope: dict, headers: dict[bytes, bytes], receive: Any, send: Any
+    ) -> None:
         if scope["method"] != "POST":
             raise Refusal(405, "use POST", {"Allow": "POST"})
+        check_json(headers.get(b"content-type"))
         loaded = self.source.current
         inputs = parse_records(await read_body(receive), self.request_model(loaded))
         predictions = await self.batcher.score(loaded, inputs)
@@ -414,7 +470,11 @@ class Service:
                 "runtime": source.current.model.runtime,
             }
 
-        @api.get("/metrics")
+        @api.get(
+            "/metrics",
+            response_class=PlainTextResponse,
+            responses={200: {"description": "Prometheus' text exposition format"}},
+        )
         async def prometheus() -> Response:
             self.serving.set(source.current.version or 0)
             return Response(generate_latest(self.metrics), media_type=CONTENT_TYPE_LATEST)
@@ -453,7 +513,7 @@ def describe(api: FastAPI, bearer: bool, requests: Callable[[], RequestModel]) -
                             "application/json": {"schema": {"$ref": "#/components/schemas/Reply"}}
                         },
                     },
-                    **{code: refused for code in ("400", "401", "413", "422")},
+                    **{code: refused for code in ("400", "408", "413", "415", "422")},
                 },
             }
         }
@@ -465,18 +525,73 @@ def describe(api: FastAPI, bearer: bool, requests: Callable[[], RequestModel]) -
                 if path not in PROBES:
                     for operation in operations.values():
                         operation["security"] = [{"bearer": []}]
+                        operation["responses"]["401"] = {
+                            "description": "No token, or the wrong one: send "
+                            "`Authorization: Bearer <token>`"
+                        }
         return document
 
     api.openapi = openapi
 
 
+class Deadlines(AutoHTTPProtocol):
+    """uvicorn's HTTP protocol (httptools, or h11 without it) with deadlines for slow clients.
+
+    A connection that has not sent a request's complete headers `header_seconds` after it opened
+    (or after its last reply, once more bytes come) is closed: uvicorn's keep-alive timeout ends at
+    a client's first byte, so one that sends half a request line and waits would hold its
+    connection for ever. A request whose body stops arriving for `body_seconds` has BODY_STALLED
+    set in its scope and its app woken, to answer 408. A timer runs only while the server waits
+    for a client, so a request that arrives whole costs none.
+    """
+
+    def __init__(self, *args: Any, header_seconds: float, body_seconds: float, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.header_seconds, self.body_seconds = header_seconds, body_seconds
+        self.deadline: asyncio.TimerHandle | None = None
+        self.awaiting_headers = False
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)
+        self.watch()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        self.watch()
+
+    def watch(self) -> None:
+        # uvicorn starts a request's cycle when its headers are complete; it is done on the reply.
+        cycle = self.cycle
+        if cycle is None or cycle.response_complete:
+            if not self.awaiting_headers:  # the clock runs from the first wait, not the last byte
+                self.set_deadline(self.header_seconds, self.transport.close)
+            self.awaiting_headers = True
+            return
+        self.awaiting_headers = False
+        if cycle.more_body and not cycle.response_started:
+            self.set_deadline(self.body_seconds, self.body_stalled)  # each piece restarts it
+        elif self.deadline is not None:
+            self.set_deadline(None, None)
+
+    def set_deadline(self, seconds: float | None, then: Callable[[], None] | None) -> None:
+        if self.deadline is not None:
+            self.deadline.cancel()
+        self.deadline = None if then is None else self.loop.call_later(seconds, then)
+
+    def body_stalled(self) -> None:
+        self.deadline = None
+        self.cycle.scope[BODY_STALLED] = self.body_seconds
+        self.cycle.message_event.set()
+
+
 def run(options: Any, stage: str, bundle: str | None, poll_seconds: float) -> None:
-    """Serve until stopped: uvicorn with `options.host`, `.port` and `.workers`.
+    """Serve until stopped: uvicorn with the options of `settings.add_server_options`.
 
     Each worker builds its app from environment variables, which worker processes inherit.
     """
     import uvicorn
 
+    refuse_an_open_door(options)
     os.environ["LAB2PROD_SERVE_STAGE"] = stage
     os.environ["LAB2PROD_SERVE_BUNDLE"] = bundle or ""
     os.environ["LAB2PROD_SERVE_TRUST_UNSIGNED"] = "1" if options.trust_unsigned else ""
@@ -487,9 +602,40 @@ def run(options: Any, stage: str, bundle: str | None, poll_seconds: float) -> No
         host=options.host,
         port=options.port,
         workers=options.workers,
+        http=functools.partial(
+            Deadlines, header_seconds=options.header_timeout, body_seconds=options.body_timeout
+        ),
+        limit_concurrency=options.max_connections,
         log_level="warning",
         access_log=False,
     )
+
+
+def refuse_an_open_door(options: Any) -> None:
+    """Beyond loopback, refuse to serve without a token (exit 2) unless told that something in
+    front checks who calls; then warn, loudly, once."""
+    if is_loopback(options.host) or os.environ.get("LAB2PROD_TOKEN"):
+        return
+    if not options.allow_no_token:
+        print(
+            f"serve: refused: {options.host} is reachable from other machines and LAB2PROD_TOKEN "
+            "is not set; set it, or pass --allow-no-token (LAB2PROD_ALLOW_NO_TOKEN=1) if a proxy "
+            "in front authenticates every request",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    print(
+        f"WARNING: serving on {options.host} without LAB2PROD_TOKEN: anyone who can reach port "
+        f"{options.port} can call the model",
+        file=sys.stderr,
+    )
+
+
+def is_loopback(host: str) -> bool:
+    try:
+        return host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:  # a name other than localhost: it may resolve to any address
+        return False
 
 
 def app_from_environment() -> Service:

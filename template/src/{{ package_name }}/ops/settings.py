@@ -11,6 +11,7 @@ import os
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 # The environment lock, whichever manager the project uses.
 LOCK_FILES = ("uv.lock", "conda-lock.yml")
@@ -50,7 +51,39 @@ def load(project_dir: Path | None = None) -> Settings:
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
     """Where and how the service listens; each defaults to a LAB2PROD_* variable, then a safe
-    value (loopback only, one worker)."""
-    parser.add_argument("--host", default=os.environ.get("LAB2PROD_HOST", "127.0.0.1"))
-    parser.add_argument("--port", type=int, default=int(os.environ.get("LAB2PROD_PORT", "8000")))
-    parser.add_argument("--workers", type=int, default=int(os.environ.get("LAB2PROD_WORKERS", "1")))
+    value (loopback only, one worker, slow clients cut off).
+
+    Defaults are text, which argparse converts as it does what is typed: a bad variable gets
+    argparse's one-line error rather than a traceback.
+    """
+    environ = os.environ.get
+    parser.add_argument("--host", default=environ("LAB2PROD_HOST", "127.0.0.1"))
+    parser.add_argument("--port", type=int, default=environ("LAB2PROD_PORT", "8000"))
+    parser.add_argument("--workers", type=int, default=environ("LAB2PROD_WORKERS", "1"))
+
+    def limit(name: str, kind: type, default: str, meaning: str) -> None:
+        variable = "LAB2PROD_" + name.upper().replace("-", "_")
+
+        def above_zero(text: str) -> Any:
+            value = kind(text)
+            if not value > 0:
+                raise argparse.ArgumentTypeError(f"must be above 0, not {text}")
+            return value
+
+        above_zero.__name__ = kind.__name__  # argparse names it in "invalid float value: 'x'"
+        parser.add_argument(
+            f"--{name}",
+            type=above_zero,
+            default=environ(variable, default),
+            help=f"{meaning} (default {default}, or ${variable})",
+        )
+
+    limit("header-timeout", float, "10", "seconds a connection has to send a request's headers")
+    limit("body-timeout", float, "30", "seconds a request body may stall before a 408")
+    limit("max-connections", int, "1000", "open connections per worker beyond which 503 answers")
+    parser.add_argument(
+        "--allow-no-token",
+        action="store_true",
+        default=environ("LAB2PROD_ALLOW_NO_TOKEN", "").lower() in {"1", "true", "yes"},
+        help="serve beyond loopback without LAB2PROD_TOKEN (behind a proxy that authenticates)",
+    )
