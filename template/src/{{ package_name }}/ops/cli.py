@@ -288,6 +288,7 @@ def serve(args: argparse.Namespace, settings: Settings) -> int:
     from . import serve
     from .models import NoVersion, serving_version
 
+    serve.refuse_an_open_door(args)
     # Fail here, with advice, rather than in every worker.
     if args.bundle:
         bundle_file(args, settings)
