@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -18,7 +19,30 @@ INVALID_ANSWERS = [
     ),
     ({"package_name": "churn-model"}, "Type a lowercase Python identifier"),
     ({"package_name": "class"}, "'class' is a Python keyword; type another name"),
-    ({"package_name": "tests"}, "'tests' would shadow a folder or library of the project"),
+    ({"package_name": "tests"}, "'tests' would shadow a folder of the project"),
+    (
+        {"package_name": "json"},
+        "'json' would shadow the module of Python's standard library; type another name, "
+        "e.g. json_model",
+    ),
+    # Names that exist in only one of the supported Pythons are refused too.
+    ({"package_name": "tomllib"}, "'tomllib' would shadow the module of Python's standard"),
+    ({"package_name": "asyncore"}, "'asyncore' would shadow the module of Python's standard"),
+    (
+        {"package_name": "yaml"},
+        "'yaml' would shadow the module of a library the project installs; type another name, "
+        "e.g. yaml_model",
+    ),
+    ({"package_name": "sklearn"}, "'sklearn' would shadow the module of a library"),
+    ({"package_name": "b" * 65}, "Type a package name of at most 64 characters (this one has 65)"),
+    # The slug is made from the project name, and names folders such as ../<slug>-registry.
+    ({"project_name": "Churn " * 20}, "Type a slug of at most 64 characters (this one, made"),
+    ({"project_slug": "c" * 65}, "Validation error for question 'project_slug': Type a slug of"),
+    ({"project_name": "Churn\nModel"}, "Type the project name on one line"),
+    ({"description": "Churn\x7fmodel"}, "Type the description as one line of text"),
+    ({"author_name": "Ada <ada@example.com>"}, "Type the name alone, on one line, without < >"),
+    ({"author_name": "Ada\tLovelace"}, "Type the name alone"),
+    ({"author_email": "ada@exam ple.com"}, "Type an email address such as ada@example.com"),
     ({"project_name": "  "}, "Type a name for the project"),
     ({"project_slug": "Churn Model"}, "Type lowercase letters and digits joined by single hyphens"),
     (
@@ -35,6 +59,15 @@ INVALID_ANSWERS = [
         "Unknown or incomplete remote URL 'ftp://files.example.com/dvc'",
     ),
     ({"dvc_remote": "s3://"}, "Unknown or incomplete remote URL 's3://'"),
+    ({"dvc_remote": "C:\\dvc"}, "Type the DVC remote without quotes, backslashes, backticks"),
+    ({"dvc_remote": "../it's"}, "Type the DVC remote without quotes"),
+    ({"dvc_remote": "../`date`"}, "Type the DVC remote without quotes"),
+    # The registry lands in pyproject.toml: a quote would end its TOML string.
+    (
+        {"registry": '../registry" x'},
+        "Validation error for question 'registry': Type the registry without quotes",
+    ),
+    ({"registry": "../registry\n"}, "Type the registry without quotes"),
     (
         {"ci_provider": "jenkins"},
         "Invalid choice for 'ci_provider': 'jenkins' is not in ['github', 'gitlab', 'none']",
@@ -64,6 +97,29 @@ def test_an_invalid_answer_is_refused_and_nothing_is_written(tmp_path, answers, 
 def test_valid_answers_render(tmp_path, answers):
     destination = render(tmp_path / "project", answers, tasks=False)
     assert (destination / "pyproject.toml").is_file()
+
+
+def test_free_text_with_quotes_renders_valid_toml(tmp_path):
+    answers = {
+        "author_name": "Seán O'Brien",
+        "description": 'Flags "risky" loans; a \\ is kept',
+        "project_name": "O'Brien & Co",
+    }
+    destination = render(tmp_path / "project", answers, tasks=False)
+    pyproject = tomllib.loads((destination / "pyproject.toml").read_text())
+    project = pyproject["project"]
+    assert project["authors"] == [{"name": "Seán O'Brien", "email": "se.n.o.brien@example.com"}]
+    assert project["description"] == answers["description"]
+    assert project["name"] == "o-brien-co"
+    assert pyproject["tool"]["lab2prod"]["registry"] == "../o-brien-co-registry"
+    assert "Seán O'Brien" in (destination / "LICENSE").read_text()
+
+
+def test_the_longest_names_render(tmp_path):
+    slug = "churn-" + "m" * 58
+    destination = render(tmp_path / "project", {"project_slug": slug}, tasks=False)
+    assert tomllib.loads((destination / "pyproject.toml").read_text())["project"]["name"] == slug
+    assert (destination / "src" / slug.replace("-", "_")).is_dir()
 
 
 def test_the_remote_scheme_selects_the_dvc_plugin(tmp_path):
