@@ -60,15 +60,22 @@ def forge(project: Project, keep: int, key: str, records: list) -> str:
 
 @contextmanager
 def restored(project: Project) -> Iterator[Path]:
-    """The project's real registry, put back as it was afterwards."""
+    """The project's real registry, put back as it was afterwards, with the project's commits
+    and the heads this machine remembers."""
     registry = local_registry(project)
     backup = registry.with_name(f"{registry.name}.backup")
     shutil.copytree(registry, backup)
+    seen = project.path / ".lab2prod" / "seen-heads.json"
+    seen_before = seen.read_bytes() if seen.exists() else None
+    commit = run("git", "rev-parse", "HEAD", cwd=project.path).stdout.strip()
     try:
         yield registry
     finally:
         shutil.rmtree(registry)
         backup.rename(registry)
+        run("git", "reset", "--hard", "--quiet", commit, cwd=project.path)
+        if seen_before is not None:
+            seen.write_bytes(seen_before)
 
 
 def records_in(project: Project) -> int:
@@ -294,3 +301,23 @@ def test_a_stopped_retrain_says_what_it_found_and_resumes(lived):
     assert "retrain: resuming with dvc.lock" in resumed.stdout
     assert "passed the deploy gate" in resumed.stdout
     assert run("git", "status", "--porcelain", cwd=project.path).stdout == ""
+
+
+def test_rotating_a_key_retires_the_old_one_with_a_record(lived):
+    project, _ = lived
+    with restored(project):
+        made = project.ops("keys", "new", "--role", "deploy", "--print")
+        secret = made.stdout.strip().splitlines()[0]
+        listed = project.ops("keys").stdout
+        assert "deploy   retired after record" in listed and listed.count("active") == 2
+        history = project.ops("audit").stdout
+        assert "keys_changed" in history
+        # The old key, still on this machine, may sign nothing more; the new one may.
+        old = project.ops("rollback", "--approved-by", "x", "--reason", "y", check=False)
+        assert old.returncode == 2 and "is not an active key" in old.stderr
+        new = project.ops(
+            "deploy", "--version", "1", "--approved-by", "Ada", check=False,
+            env={"LAB2PROD_DEPLOY_KEY": secret},
+        )  # fmt: skip
+        assert "refused: version 1 already serves" in new.stderr or new.returncode == 0
+        project.ops("audit")

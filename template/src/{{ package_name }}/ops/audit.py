@@ -108,6 +108,8 @@ def verify(records: list[Record], trust: Trust) -> None:
                 return record, str(error)
         return None
 
+    if not records:
+        return
     workers = min(os.cpu_count() or 1, len(records) // PARALLEL_FROM + 1)
     size = -(-len(records) // workers)
     chunks = [records[start : start + size] for start in range(0, len(records), size)]

@@ -400,7 +400,7 @@ def keys(args: argparse.Namespace, settings: Settings) -> int:
         change_keys(settings, trust, made, retiring, args.new_project)
         for role, signer in made.items():
             if args.print:
-                print(signer.pem(), end="")
+                print(signer.secret())
                 where = (
                     f"printed above: store it as the secret {signing.private_key_variable(role)}"
                 )

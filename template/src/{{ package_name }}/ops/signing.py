@@ -169,6 +169,15 @@ class Signer:
             serialization.NoEncryption(),
         ).decode()
 
+    def secret(self) -> str:
+        """The private key on one line (base64), as CI secrets and masked variables want it."""
+        raw = self.private.private_bytes(
+            serialization.Encoding.Raw,
+            serialization.PrivateFormat.Raw,
+            serialization.NoEncryption(),
+        )
+        return base64.b64encode(raw).decode()
+
 
 def private_key(role: str, project_dir: Path) -> Signer | None:
     """The role's private key held here: the CI secret first, then the laptop's key file."""
@@ -180,9 +189,13 @@ def private_key(role: str, project_dir: Path) -> Signer | None:
             return None
         text, source = path.read_text(encoding="utf-8"), str(path)
     try:
-        private = serialization.load_pem_private_key(text.encode(), password=None)
+        if text.lstrip().startswith("-----BEGIN"):
+            private = serialization.load_pem_private_key(text.encode(), password=None)
+        else:
+            raw = base64.b64decode(text.strip(), validate=True)
+            private = Ed25519PrivateKey.from_private_bytes(raw)
     except ValueError:
-        raise Untrusted(f"{source} is not a PEM private key") from None
+        raise Untrusted(f"{source} is not a private key (PEM, or one line of base64)") from None
     if not isinstance(private, Ed25519PrivateKey):
         raise Untrusted(f"{source} is not an Ed25519 key")
     return Signer.of(private)
