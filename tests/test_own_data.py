@@ -55,6 +55,8 @@ def own(request, generated, tmp_path_factory) -> tuple[Project, dict[str, object
     answers, target, first, second, tuning = OWN_DATA[table]
     path = tmp_path_factory.mktemp(table) / "project"
     run("git", "clone", "--quiet", generated(answers), path, cwd=path.parent)
+    # The team's private signing keys travel beside git, never in it.
+    shutil.copytree(generated(answers) / ".keys", path / ".keys")
     run("uv", "sync", "--locked", "--quiet", cwd=path)
     run("uv", "run", "dvc", "pull", "--quiet", cwd=path)
     project = Project(path, {})

@@ -41,7 +41,7 @@ for record in records[keep:]:
 signer = (
     signing.Signer.generate() if key == "mallory" else signing.private_key(key, config.project_dir)
 )
-previous = records[keep - 1].sha256 if keep else audit.GENESIS
+previous = records[keep - 1].sha256 if keep else log.genesis
 for sequence, (action, details) in enumerate(forged, start=keep + 1):
     data = audit.encode(sequence, action, "mallory", details, previous, signer)
     assert storage.create(log.fs, log.path(sequence), data)
@@ -116,6 +116,13 @@ def test_cutting_forging_or_rewriting_the_newest_records_fails_audit(lived):
         forge(project, newest - 1, "deploy", [promote_idle])
         assert f"record {newest:010d}.json is not the one" in audit_fails(project)
         assert "the log was rewritten" in audit_fails(project)
+    with restored(project) as registry:
+        # A signature of the wrong shape is named, not a traceback.
+        record = registry / project.package / "log" / f"{newest:010d}.json"
+        document = json.loads(record.read_text())
+        document["signature"]["key"] = ["not", "a", "key"]
+        record.write_text(json.dumps(document))
+        assert f"record {newest:010d}.json is not signed" in audit_fails(project)
     with restored(project):
         # A publish key may not promote.
         forge(project, newest, "publish", [promote_idle])

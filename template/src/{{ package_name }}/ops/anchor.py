@@ -29,7 +29,7 @@ from .audit import AuditError, Record, Refused
 
 HEAD_FILE = Path("trust") / "head.json"
 SEEN_FILE = Path(".lab2prod") / "seen-heads.json"
-EXPECTED = re.compile(r"^(\d+):([0-9a-f]{64})$")
+EXPECTED = re.compile(r"^([1-9]\d*):([0-9a-f]{64})$")
 
 
 @dataclass(frozen=True)
@@ -65,11 +65,20 @@ def check(records: Sequence[Record], heads: Sequence[Head]) -> None:
 
 def read_heads(path: Path) -> dict[str, dict]:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        heads = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {}
     except ValueError as error:
         raise AuditError(f"{path} is not valid JSON: {error}") from None
+    valid = isinstance(heads, dict) and all(
+        isinstance(head, dict)
+        and isinstance(head.get("sequence"), int)
+        and isinstance(head.get("sha256"), str)
+        for head in heads.values()
+    )
+    if not valid:
+        raise AuditError(f"{path} is not a map of registry locations to heads")
+    return heads
 
 
 def write_heads(path: Path, heads: dict[str, dict]) -> None:
@@ -118,11 +127,16 @@ class Anchors:
 
     def _advance(self, relative: Path, record: Record) -> bool:
         path = self.project_dir / relative
-        heads = read_heads(path)
-        if heads.get(self.location, {}).get("sequence", 0) >= record.sequence:
-            return False
-        heads[self.location] = {"sequence": record.sequence, "sha256": record.sha256}
-        write_heads(path, heads)
+        lock_file = self.project_dir / SEEN_FILE.parent / "heads.lock"
+        lock_file.parent.mkdir(exist_ok=True)
+        # Commands running at once take turns, so a head never moves backwards.
+        with open(lock_file, "w") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            heads = read_heads(path)
+            if heads.get(self.location, {}).get("sequence", 0) >= record.sequence:
+                return False
+            heads[self.location] = {"sequence": record.sequence, "sha256": record.sha256}
+            write_heads(path, heads)
         return True
 
     def commit(self, record: Record, message: str, identity: list[str]) -> str:

@@ -29,7 +29,7 @@ from . import storage
 from .signing import Signer, Trust, Untrusted
 
 ACTIONS = ("published", "promoted", "rolled_back", "scored", "reproduced", "keys_changed")
-GENESIS = "0" * 64
+UNNAMED_GENESIS = "0" * 64  # what the first record followed before logs were named
 RECORD_NAME = re.compile(r"^(\d{10})\.json$")
 MAX_ATTEMPTS = 200
 PARALLEL_FROM = 500  # records per thread worth starting one for
@@ -45,6 +45,12 @@ class Refused(Exception):
 
 def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+def genesis(model_name: str) -> str:
+    """What the first record follows: the log's name, so a model's log (or another model's)
+    cannot be copied over this one and still verify."""
+    return sha256(f"lab2prod audit log of {model_name}".encode())
 
 
 def canonical(body: dict[str, Any]) -> bytes:
@@ -88,6 +94,22 @@ class Record:
             )
         except (ValueError, KeyError, TypeError, AttributeError) as error:
             raise AuditError(f"record {name} is not a valid audit record: {error}") from None
+        wrong = [
+            field
+            for field, value, kind in (
+                ("sequence", record.sequence, int),
+                ("action", record.action, str),
+                ("actor", record.actor, str),
+                ("at", record.timestamp, str),
+                ("details", record.details, dict),
+                ("previous_sha256", record.previous_sha256, str),
+                ("sha256", record.sha256, str),
+                ("signature", record.signature, (dict, type(None))),
+            )
+            if not isinstance(value, kind) or isinstance(value, bool)
+        ]
+        if wrong:
+            raise AuditError(f"record {name} is not a valid audit record: {', '.join(wrong)}")
         if sha256(canonical(body)) != record.sha256:
             raise AuditError(f"record {name} was modified: its content does not match its sha256")
         return record
@@ -147,10 +169,13 @@ def encode(
 class AuditLog:
     """The records under `root` on filesystem `fs`, read incrementally and verified as read."""
 
-    def __init__(self, fs: fsspec.AbstractFileSystem, root: str, trust: Trust) -> None:
+    def __init__(
+        self, fs: fsspec.AbstractFileSystem, root: str, trust: Trust, genesis: str
+    ) -> None:
         self.fs = fs
         self.root = root.rstrip("/")
         self.trust = trust
+        self.genesis = genesis
         self._records: list[Record] = []
 
     def path(self, sequence: int) -> str:
@@ -205,7 +230,9 @@ class AuditLog:
     def _check_link(self, name: str, record: Record, before: Record | None) -> None:
         before = before or (self._records[-1] if self._records else None)
         expected_sequence = before.sequence + 1 if before else 1
-        previous = before.sha256 if before else GENESIS
+        previous = before.sha256 if before else self.genesis
+        if not before and self.trust.unsigned_until and record.previous_sha256 == UNNAMED_GENESIS:
+            previous = UNNAMED_GENESIS  # a log begun before signing
         if record.sequence != expected_sequence:
             raise AuditError(
                 f"record {name} says it is number {record.sequence}: records were reordered"
@@ -235,7 +262,7 @@ class AuditLog:
         for attempt in range(MAX_ATTEMPTS):
             records = self.records()
             details = decide(records)
-            previous = records[-1].sha256 if records else GENESIS
+            previous = records[-1].sha256 if records else self.genesis
             sequence = len(records) + 1
             data = encode(sequence, action, actor, details, previous, signer)
             record = Record.parse(self.path(sequence), data)

@@ -234,9 +234,7 @@ def remove_leftovers(path: Path) -> list[str]:
     A run still going keeps its own, whatever their age (a rejects file may not grow for an hour);
     those of other machines sharing the folder stay, their processes cannot be checked from here.
     """
-    ours = re.compile(
-        rf"\.{re.escape(path.name)}\.{re.escape(HOST)}\.(\d+)\.[0-9a-f]{{8}}\.partial"
-    )
+    ours = re.compile(rf"\.{re.escape(path.name)}\.{re.escape(HOST)}\.(\d+)\.[0-9a-f]+\.partial")
     removed = []
     for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
         match = ours.fullmatch(candidate.name)

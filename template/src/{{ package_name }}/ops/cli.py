@@ -438,8 +438,8 @@ def change_keys(
 ) -> None:
     """Trust the added keys and retire others, then save trust/keys.json.
 
-    Retiring needs the registry: a `keys_changed` record, signed by a key that stays, notes the
-    change in the log, and a retired key may sign nothing after the record before it. The first
+    Retiring needs the registry: a `keys_changed` record, signed by a key readers already trust,
+    notes the change in the log, and a retired key may sign nothing after it. The first
     keys of a project whose log predates signing accept its unsigned records, and no later ones.
     """
     first = not trust.keys
@@ -452,23 +452,26 @@ def change_keys(
     if retiring:
         registry = open_registry(settings)
         registry.log.trust = trust
-        staying = [signer for signer in added.values()] + [
+        # The handover is signed by a key readers already trust, best the one it retires, so
+        # clones and services with the old trust file still verify it.
+        held = [
             signer
             for role in signing.ROLES
             if (signer := signing.private_key(role, settings.project_dir))
             and signer.id in trust.keys
-            and signer.id not in retiring
         ]
-        if not staying:
-            raise Refused("retiring needs another trusted private key here to sign the change")
+        held.sort(key=lambda signer: signer.id not in retiring)
+        signers = held + list(added.values())
+        if not signers:
+            raise Refused("changing keys needs a trusted private key here to sign the change")
         details = {"added": sorted(added_signer.id for added_signer in added.values()),
                    "retired": retiring}  # fmt: skip
         actor = current_actor(None, settings)
-        record = registry.record("keys_changed", actor, details, staying[0])
+        record = registry.record("keys_changed", actor, details, signers[0])
         for key_id in retiring:
             old = trust.keys[key_id]
             trust.keys[key_id] = signing.TrustedKey(old.id, old.role, old.public,
-                                                    record.sequence - 1)  # fmt: skip
+                                                    record.sequence)  # fmt: skip
         print(f"keys: record {record.sequence} notes the change in the log", file=sys.stderr)
     signing.save_trust(settings.project_dir / signing.KEYS_FILE, trust)
 
@@ -592,9 +595,10 @@ def interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    # A stop from a scheduler or `kill` cleans up as Ctrl-C does (temporary files, locks).
-    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
-        signal.signal(signal.SIGTERM, interrupt)
+    # A stop from a scheduler or `kill` cleans up as Ctrl-C does (temporary files, locks), even
+    # where a shell started the command in the background with SIGINT ignored.
+    for stop in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(stop, interrupt)
     try:
         return args.handler(args, project_settings.load())
     except (Refused, BundleError, commands.CommandError, NoContract, Untrusted) as error:

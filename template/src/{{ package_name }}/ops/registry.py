@@ -10,6 +10,7 @@ bundle that no record points to, never a visible half-version.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +18,7 @@ import fsspec
 
 from . import storage
 from .anchor import Anchors, Head
-from .audit import AuditError, AuditLog, Record, Refused, sha256
+from .audit import AuditError, AuditLog, Record, Refused, genesis, sha256
 from .settings import Settings
 from .signing import KEYS_FILE, Signer, Trust, load_trust
 
@@ -75,7 +76,7 @@ class Registry:
         self.url = url
         self.fs, root = fsspec.core.url_to_fs(url)
         self.root = f"{root.rstrip('/')}/{model_name}"
-        self.log = AuditLog(self.fs, f"{self.root}/log", trust)
+        self.log = AuditLog(self.fs, f"{self.root}/log", trust, genesis(model_name))
         self.anchors = anchors
 
     def bundle_path(self, digest: str) -> str:
@@ -127,7 +128,17 @@ class Registry:
         return data
 
     def _append(self, action: str, actor: str, decide: Any, signer: Signer) -> Record:
-        self.records()  # never extend a log that was cut or rewritten
+        records = self.records()  # never extend a log that was cut or rewritten
+        retired = {
+            key for record in records if record.action == "keys_changed"
+            for key in record.details.get("retired", [])
+        }  # fmt: skip
+        if signer.id in retired:
+            # This clone's trust file may predate the rotation; the log knows better.
+            raise Refused(
+                f"key {signer.id} was retired in the log (a keys_changed record): pull the "
+                "current trust/keys.json and sign with the role's current key"
+            )
         record = self.log.append(action, actor, decide, signer)
         if self.anchors:
             self.anchors.remember([record])
@@ -212,7 +223,11 @@ def open_registry(
 ) -> Registry:
     """The project's registry, read with the keys it trusts and checked against its anchors;
     `remember`: note verified heads on this machine (a service keeps them in memory instead)."""
-    location = f"{settings.registry.rstrip('/')}/{settings.model_name}"
+    # A local registry by its path from the project, as every clone on every machine names it.
+    place = settings.registry
+    if "://" not in place:
+        place = os.path.relpath(place, settings.project_dir)
+    location = f"{place.rstrip('/')}/{settings.model_name}"
     anchors = Anchors(settings.project_dir, location, expected or [], remember=remember)
     trust = load_trust(settings.project_dir / KEYS_FILE)
     return Registry(settings.registry, settings.model_name, trust, anchors)

@@ -25,7 +25,12 @@ MODEL_DIR = "model/"
 
 def run(command: list[str], cwd: Path) -> str:
     """Run in the worktree with its own environment, not the one this process runs in."""
-    env = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}
+    # The commit's code and its locked third-party packages run here: no signing key reaches them.
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key != "VIRTUAL_ENV" and not (key.startswith("LAB2PROD_") and key.endswith("_KEY"))
+    }
     return commands.run(command, cwd, env)
 
 

@@ -46,11 +46,12 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError,
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
 from ..contract import Contract
+from .anchor import Head
 from .audit import AuditError
 from .bundle import Bundle, verified
 from .models import Inputs, Loaded, load, serving_version
 from .registry import Registry, open_registry
-from .signing import KEYS_FILE, load_trust
+from .signing import KEYS_FILE, Trust, load_trust
 
 log = logging.getLogger(__name__)
 
@@ -645,16 +646,19 @@ def app_from_environment() -> Service:
     bundle_file = os.environ.get("LAB2PROD_SERVE_BUNDLE") or None
     registry, bundle = None, None
     if bundle_file is None:
-        registry = open_registry(settings.load(), remember=False)
+        # The image's trust/head.json is as old as the image: a head known since comes here.
+        expected = os.environ.get("LAB2PROD_EXPECT_HEAD")
+        heads = [Head.expected(expected)] if expected else []
+        registry = open_registry(settings.load(), heads, remember=False)
     else:
+        trust_unsigned = bool(os.environ.get("LAB2PROD_SERVE_TRUST_UNSIGNED"))
         # A bundle run as a program names its keys; in a project they are the project's.
-        keys = os.environ.get("LAB2PROD_TRUSTED_KEYS") or settings.load().project_dir / KEYS_FILE
+        keys = os.environ.get("LAB2PROD_TRUSTED_KEYS")
+        if not keys and not trust_unsigned:
+            keys = settings.load().project_dir / KEYS_FILE
         with open(bundle_file, "rb") as handle:
-            bundle = verified(
-                handle.read(),
-                load_trust(Path(keys)),
-                trust_unsigned=bool(os.environ.get("LAB2PROD_SERVE_TRUST_UNSIGNED")),
-            )
+            trust = load_trust(Path(keys)) if keys else Trust()
+            bundle = verified(handle.read(), trust, trust_unsigned=trust_unsigned)
     source = Source(registry, os.environ.get("LAB2PROD_SERVE_STAGE", "production"), bundle)
     source.refresh()
     # What is loaded now lives as long as the process; the collector need not scan it again and

@@ -92,7 +92,9 @@ class Trust:
         return key.id
 
     def _signer(self, signature: Any, message: bytes) -> TrustedKey:
-        if not isinstance(signature, dict) or not {"key", "ed25519"} <= signature.keys():
+        if not isinstance(signature, dict) or not all(
+            isinstance(signature.get(field), str) for field in ("key", "ed25519")
+        ):
             raise Untrusted("is not signed")
         key = self.keys.get(signature["key"])
         if key is None:
@@ -123,16 +125,20 @@ def load_trust(path: Path) -> Trust:
         return Trust()
     except ValueError as error:
         raise Untrusted(f"{path} is not valid JSON: {error}") from None
-    trust = Trust(unsigned_until=int(document.get("unsigned_until", 0)))
     try:
+        trust = Trust(unsigned_until=int(document.get("unsigned_until", 0)))
         for entry in document["keys"]:
             public = Ed25519PublicKey.from_public_bytes(base64.b64decode(entry["ed25519"]))
             if entry["role"] not in ROLES or entry["id"] != key_id(public):
                 raise ValueError(f"key {entry['id']}: unknown role or an id that is not its hash")
+            retired_after = entry.get("retired_after")
             trust.keys[entry["id"]] = TrustedKey(
-                entry["id"], entry["role"], public, entry.get("retired_after")
+                entry["id"],
+                entry["role"],
+                public,
+                None if retired_after is None else int(retired_after),
             )
-    except (KeyError, TypeError, ValueError) as error:
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise Untrusted(f"{path} is not a valid list of trusted keys: {error}") from None
     return trust
 
@@ -204,20 +210,21 @@ def private_key(role: str, project_dir: Path) -> Signer | None:
 def signer_for(action: str, project_dir: Path, trust: Trust) -> Signer:
     """The key that signs `action` here: its role's key, or for other actions any trusted one."""
     wanted = ROLE_OF_ACTION.get(action)
-    for role in (wanted,) if wanted else ROLES:
-        signer = private_key(role, project_dir)
-        if signer is None:
-            continue
+    held = [(role, signer) for role in ((wanted,) if wanted else ROLES)
+            if (signer := private_key(role, project_dir))]  # fmt: skip
+    for _, signer in held:
         key = trust.keys.get(signer.id)
-        if key is None or key.retired_after is not None:
-            raise Untrusted(
-                f"the {role} key here ({signer.id}) is not an active key in {KEYS_FILE}: commit "
-                f"the trust file that lists it, or use the current key"
-            )
-        return signer
-    role = wanted or "deploy"
+        if key is not None and key.retired_after is None:
+            return signer
+    if held:
+        role, signer = held[0]
+        raise Untrusted(
+            f"the {role} key here ({signer.id}) is not an active key in {KEYS_FILE}: commit "
+            f"the trust file that lists it, or use the current key"
+        )
     raise Untrusted(
         f"{action} needs a {wanted or 'publish or deploy'} key and none is here: set "
-        f"{private_key_variable(role)} (a CI secret), or make a local one with "
-        f"`nox -s keys -- new --role {role}`"
+        f"{private_key_variable(wanted or 'publish')} to the key your team keeps for it (a CI "
+        f"secret); on a laptop of your own, `nox -s keys -- new --role {wanted or 'publish'}` "
+        "makes one (and retires the role's current key)"
     )
