@@ -340,6 +340,7 @@ def score(args: argparse.Namespace, settings: Settings) -> int:
         "version": model.version,
         "stage": None if args.bundle else args.stage,
         "bundle_sha256": bundle_sha256,
+        "bundle_signature_checked": not args.trust_unsigned,
         "input": str(source),
         "input_sha256": batch.sha256_of(source),
         "output": str(target),

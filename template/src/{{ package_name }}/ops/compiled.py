@@ -109,6 +109,11 @@ def to_onnx(pipeline: Any, contract: Contract) -> bytes:
         options={id(pipeline.steps[-1][1]): {"zipmap": False}} if classifier else None,
         target_opset=OPSETS,
     )
+    # The converter lists opset domains in the order this process first met them; sorted, the
+    # same pipeline gives the same bytes in any process (reproduce compares them).
+    imports = sorted(model.opset_import, key=lambda entry: entry.domain)
+    del model.opset_import[:]
+    model.opset_import.extend(imports)
     return model.SerializeToString()
 
 

@@ -58,6 +58,12 @@ def fold(records: list[Record]) -> State:
         elif record.action == "promoted":
             if details["version"] not in state.versions:
                 raise AuditError(f"{name} promotes unknown version {details['version']}")
+            if not promotable(state.versions[details["version"]]):
+                # `deploy` refuses these; a record that promotes one went around it.
+                raise AuditError(
+                    f"{name} promotes version {details['version']}, which failed the gate or "
+                    "was built from uncommitted changes"
+                )
             state.history.setdefault(details["stage"], []).append(details["version"])
         elif record.action == "rolled_back":
             served = state.history.get(details["stage"], [])
