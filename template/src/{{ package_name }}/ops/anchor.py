@@ -144,9 +144,13 @@ class Anchors:
 
         Concurrent lifecycle commands in one clone take turns through a lock in .git.
         """
-        git_dir = self.project_dir / ".git"
-        if not git_dir.is_dir():
-            return f"not a git clone: {HEAD_FILE} was not committed"
+        try:
+            # A worktree's or submodule's .git is a file; git names the directory to lock in.
+            common = commands.run(["git", "rev-parse", "--git-common-dir"], self.project_dir)
+        except (commands.CommandError, OSError):
+            self._advance(HEAD_FILE, record)
+            return f"not a git clone: {HEAD_FILE} was written but not committed"
+        git_dir = self.project_dir / common.strip()
         with open(git_dir / "lab2prod-head.lock", "w") as lock:
             fcntl.flock(lock, fcntl.LOCK_EX)
             if not self._advance(HEAD_FILE, record):

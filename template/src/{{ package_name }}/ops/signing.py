@@ -66,6 +66,7 @@ class Trust:
 
     keys: dict[str, TrustedKey] = field(default_factory=dict)
     unsigned_until: int = 0
+    source: str = str(KEYS_FILE)  # the file the keys came from, for messages
 
     def check_record(self, sequence: int, action: str, digest: str, signature: Any) -> None:
         """Raise Untrusted unless a trusted key of the right role signed this record's digest."""
@@ -99,7 +100,7 @@ class Trust:
         key = self.keys.get(signature["key"])
         if key is None:
             raise Untrusted(
-                f"is signed by key {signature['key']}, which {KEYS_FILE} does not trust"
+                f"is signed by key {signature['key']}, which {self.source} does not trust"
             )
         try:
             key.public.verify(base64.b64decode(signature["ed25519"], validate=True), message)
@@ -122,11 +123,11 @@ def load_trust(path: Path) -> Trust:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return Trust()
+        return Trust(source=f"{path} (missing)")
     except ValueError as error:
         raise Untrusted(f"{path} is not valid JSON: {error}") from None
     try:
-        trust = Trust(unsigned_until=int(document.get("unsigned_until", 0)))
+        trust = Trust(unsigned_until=int(document.get("unsigned_until", 0)), source=str(path))
         for entry in document["keys"]:
             public = Ed25519PublicKey.from_public_bytes(base64.b64decode(entry["ed25519"]))
             if entry["role"] not in ROLES or entry["id"] != key_id(public):
