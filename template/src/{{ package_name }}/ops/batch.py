@@ -14,13 +14,9 @@ of runs that were killed outright.
 from __future__ import annotations
 
 import csv
-import glob
 import hashlib
 import os
-import re
-import socket
 import sys
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -38,9 +34,6 @@ from . import storage
 from .models import Loaded
 
 FORMATS = (".csv", ".parquet")
-# Temporaries are named after the machine and process writing them, so that a later run can tell
-# a killed run's leftovers from those of a run still going.
-HOST = socket.gethostname()
 
 
 class BatchError(Exception):
@@ -187,9 +180,7 @@ class ChunkWriter:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.temporary = path.with_name(
-            f".{path.name}.{HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial"
-        )
+        self.temporary = storage.temporary_path(path)
         self.format = file_format(path)
         self.text: TextIO | None = None
         self.parquet: pq.ParquetWriter | None = None
@@ -228,22 +219,6 @@ class ChunkWriter:
         self.temporary.unlink(missing_ok=True)
 
 
-def remove_leftovers(path: Path) -> list[str]:
-    """Removes the temporaries of earlier runs for `path` that were killed outright (SIGKILL,
-    out of memory, power loss): those written on this machine by a process no longer running.
-    A run still going keeps its own, whatever their age (a rejects file may not grow for an hour);
-    those of other machines sharing the folder stay, their processes cannot be checked from here.
-    """
-    ours = re.compile(rf"\.{re.escape(path.name)}\.{re.escape(HOST)}\.(\d+)\.[0-9a-f]+\.partial")
-    removed = []
-    for candidate in path.parent.glob(f".{glob.escape(path.name)}.*.partial"):
-        match = ours.fullmatch(candidate.name)
-        if match and not storage.alive(int(match[1])):
-            candidate.unlink(missing_ok=True)
-            removed.append(candidate.name)
-    return removed
-
-
 def score(model: Loaded, source: Path, target: Path, rejects: Path, chunk_rows: int) -> Counts:
     if chunk_rows < 1:
         raise BatchError("--chunk-rows must be at least 1")
@@ -254,7 +229,12 @@ def score(model: Loaded, source: Path, target: Path, rejects: Path, chunk_rows: 
     if not source.stat().st_size:
         raise BatchError(f"{source}: the file is empty (0 bytes)")
     target.parent.mkdir(parents=True, exist_ok=True)
-    if leftovers := remove_leftovers(target) + remove_leftovers(rejects):
+    leftovers = [
+        removed.name
+        for written in (target, rejects)
+        for removed in storage.remove_leftovers(written.parent, written.name)
+    ]
+    if leftovers:
         print(
             f"removed {len(leftovers)} temporary file(s) of earlier runs that were killed: "
             + ", ".join(leftovers),

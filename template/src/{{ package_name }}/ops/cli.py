@@ -310,7 +310,7 @@ def bundle_file(args: argparse.Namespace, settings: Settings) -> tuple[Bundle, b
         data = Path(args.bundle).read_bytes()
     except OSError as error:
         raise Refused(f"cannot read the bundle {args.bundle}: {error.strerror}") from None
-    trust = signing.load_trust(settings.project_dir / signing.KEYS_FILE)
+    trust = signing.project_trust(settings.project_dir)
     return verified(data, trust, trust_unsigned=args.trust_unsigned), data
 
 

@@ -20,7 +20,7 @@ from . import storage
 from .anchor import Anchors, Head
 from .audit import AuditError, AuditLog, Record, Refused, genesis, sha256
 from .settings import Settings
-from .signing import KEYS_FILE, Signer, Trust, load_trust
+from .signing import Signer, Trust, project_trust
 
 DEFAULT_STAGE = "production"
 
@@ -235,5 +235,5 @@ def open_registry(
         place = os.path.relpath(place, settings.project_dir)
     location = f"{place.rstrip('/')}/{settings.model_name}"
     anchors = Anchors(settings.project_dir, location, expected or [], remember=remember)
-    trust = load_trust(settings.project_dir / KEYS_FILE)
+    trust = project_trust(settings.project_dir)
     return Registry(settings.registry, settings.model_name, trust, anchors)

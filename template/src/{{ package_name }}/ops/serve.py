@@ -51,7 +51,7 @@ from .audit import AuditError
 from .bundle import Bundle, verified
 from .models import Inputs, Loaded, load, serving_version
 from .registry import Registry, open_registry
-from .signing import KEYS_FILE, Trust, load_trust
+from .signing import Trust, load_trust, project_trust
 
 log = logging.getLogger(__name__)
 
@@ -654,10 +654,11 @@ def app_from_environment() -> Service:
         trust_unsigned = bool(os.environ.get("LAB2PROD_SERVE_TRUST_UNSIGNED"))
         # A bundle run as a program names its keys; in a project they are the project's.
         keys = os.environ.get("LAB2PROD_TRUSTED_KEYS")
-        if not keys and not trust_unsigned:
-            keys = settings.load().project_dir / KEYS_FILE
+        if keys:
+            trust = load_trust(Path(keys))
+        else:
+            trust = Trust() if trust_unsigned else project_trust(settings.load().project_dir)
         with open(bundle_file, "rb") as handle:
-            trust = load_trust(Path(keys)) if keys else Trust()
             bundle = verified(handle.read(), trust, trust_unsigned=trust_unsigned)
     source = Source(registry, os.environ.get("LAB2PROD_SERVE_STAGE", "production"), bundle)
     source.refresh()

@@ -144,6 +144,11 @@ def load_trust(path: Path) -> Trust:
     return trust
 
 
+def project_trust(project_dir: Path) -> Trust:
+    """The keys a project trusts: its committed trust/keys.json."""
+    return load_trust(project_dir / KEYS_FILE)
+
+
 def save_trust(path: Path, trust: Trust) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")

@@ -7,21 +7,32 @@ disk, a conditional PUT (If-None-Match: *) on S3.
 
 from __future__ import annotations
 
+import glob
 import os
+import re
+import socket
 import uuid
 from pathlib import Path
 
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+HOST = socket.gethostname()
+
 
 def is_local(fs: fsspec.AbstractFileSystem) -> bool:
     return isinstance(fs, LocalFileSystem)
 
 
-def _write_temporary(path: str, data: bytes) -> str:
-    # The writer's PID in the name tells a later run whether the writer is still alive.
-    temporary = f"{os.path.dirname(path)}/.{os.getpid()}-{uuid.uuid4().hex}.partial"
+def temporary_path(path: str | Path) -> Path:
+    """A hidden name beside `path` to write it under. The writer's machine and PID in it tell a
+    later run whether the writer still runs (`remove_leftovers`)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{HOST}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+
+
+def _write_temporary(path: str, data: bytes) -> Path:
+    temporary = temporary_path(path)
     with open(temporary, "wb") as handle:
         handle.write(data)
         handle.flush()
@@ -72,12 +83,18 @@ def alive(pid: int) -> bool:
     return True
 
 
-def remove_leftovers(directory: Path) -> list[Path]:
-    """Remove the temporary files in `directory` whose writer was killed; the ones removed."""
+def remove_leftovers(directory: Path, name: str = "") -> list[Path]:
+    """Remove the temporaries in `directory` (of the file `name`, or of any) written on this
+    machine by a process that no longer runs: killed outright (SIGKILL, out of memory, power
+    loss). A run still going keeps its own, whatever their age; those of other machines sharing
+    the folder stay, as their processes cannot be checked from here. The ones removed."""
+    ours = re.compile(
+        rf"\.{re.escape(name) if name else '.+'}\.{re.escape(HOST)}\.(\d+)\.[0-9a-f]+\.partial"
+    )
     removed = []
-    for temporary in directory.glob(".*-*.partial"):
-        pid = temporary.name[1:].split("-", 1)[0]
-        if pid.isdigit() and not alive(int(pid)):
-            temporary.unlink(missing_ok=True)
-            removed.append(temporary)
+    for candidate in directory.glob(f".{glob.escape(name)}*.partial"):
+        match = ours.fullmatch(candidate.name)
+        if match and not alive(int(match[1])):
+            candidate.unlink(missing_ok=True)
+            removed.append(candidate)
     return removed
