@@ -328,3 +328,6 @@ def test_rotating_a_key_retires_the_old_one_with_a_record(lived):
         )  # fmt: skip
         assert "refused: version 1 already serves" in new.stderr or new.returncode == 0
         project.ops("audit")
+        # Another rotation, with only a retired deploy key on this machine: the new key signs.
+        project.ops("keys", "new", "--role", "deploy", "--print")
+        project.ops("audit")

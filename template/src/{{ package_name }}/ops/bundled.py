@@ -95,6 +95,6 @@ def write_environment(bundle: str, target: Path) -> int:
     install, python = next(INSTALL[name] for name in names if name in INSTALL)
     print(
         f"wrote {', '.join(names)} to {target}; now run `{install}` there and serve with "
-        f"`{target / python} {bundle}`"
+        f"`{target / python} {bundle} --trusted-keys trust/keys.json` (the project's keys)"
     )
     return 0

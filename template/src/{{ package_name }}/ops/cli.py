@@ -460,6 +460,7 @@ def change_keys(
             for role in signing.ROLES
             if (signer := signing.private_key(role, settings.project_dir))
             and signer.id in trust.keys
+            and trust.keys[signer.id].retired_after is None
         ]
         held.sort(key=lambda signer: signer.id not in retiring)
         signers = held + list(added.values())
