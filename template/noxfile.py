@@ -244,6 +244,12 @@ def reproduce(session: nox.Session) -> None:
     ops(session, "reproduce")
 
 
+@nox.session
+def dashboard(session: nox.Session) -> None:
+    """Write the model's dashboard, one HTML page: `-- [--output reports/dashboard.html]`."""
+    ops(session, "dashboard")
+
+
 def dvc_output(session: nox.Session, *arguments: str) -> str:
     """What a dvc command prints on stdout; its warnings still reach the terminal."""
     return locked(session, "dvc", *arguments, silent=True, stderr=None).strip()

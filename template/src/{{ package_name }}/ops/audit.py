@@ -28,7 +28,9 @@ import fsspec
 from . import storage
 from .signing import Signer, Trust, Untrusted
 
-ACTIONS = ("published", "promoted", "rolled_back", "scored", "reproduced", "keys_changed")
+ACTIONS = (
+    "published", "promoted", "rolled_back", "scored", "reproduced", "keys_changed", "monitored",
+)  # fmt: skip
 UNNAMED_GENESIS = "0" * 64  # what the first record followed before logs were named
 RECORD_NAME = re.compile(r"^(\d{10})\.json$")
 MAX_ATTEMPTS = 200

@@ -4,8 +4,9 @@ Members: the trained pipeline (and, when it compiles and answers the same, its O
 serving uses), the package code as git tracks it (never an ignored or untracked file), the input
 schema (JSON), the environment lock, dvc.lock, params, metrics, holdout predictions and
 `manifest.json`, which records where it all came from (git commit, clean or dirty, data and model
-hashes, lock sha256, Python version) and the sha256 of every other member. `manifest.sig` is the
-publish key's signature of the manifest, so a bundle file proves who built it.
+hashes, lock sha256, Python version) and the sha256 of every other member; `card.json` and
+`card.html` are the model card (ops/card.py). `manifest.sig` is the publish key's signature of
+the manifest, so a bundle file proves who built it.
 """
 
 from __future__ import annotations
@@ -92,6 +93,7 @@ def build(
         )
 
     from .. import tasks
+    from . import card  # sklearn: only package pays for it
 
     root = settings.project_dir
     contract = science.contract()
@@ -143,8 +145,14 @@ def build(
         "lock_file": lock_name,
         "lock_sha256": sha256(members[lock_name]),
         "serving_model": serving_model,
-        "members": {name: sha256(data) for name, data in sorted(members.items())},
     }
+    # The card describes what the manifest records, and is itself a member the manifest lists.
+    described = card.build(settings, pipeline, contract, read_holdout(settings), manifest)
+    members[card.CARD_MEMBER] = json.dumps(
+        described, indent=2, sort_keys=True, default=str
+    ).encode()
+    members[card.CARD_PAGE_MEMBER] = card.page(json.loads(members[card.CARD_MEMBER])).encode()
+    manifest["members"] = {name: sha256(data) for name, data in sorted(members.items())}
     members[MANIFEST_MEMBER] = json.dumps(manifest, indent=2, sort_keys=True).encode()
     if signer is not None:
         signature = signer.sign(members[MANIFEST_MEMBER])
@@ -163,14 +171,18 @@ def load_pipeline(data: bytes) -> Any:
     return joblib.load(io.BytesIO(data))
 
 
+def read_holdout(settings: Settings) -> Any:
+    import pandas as pd
+
+    return pd.read_parquet(settings.holdout_file)
+
+
 def compile_model(
     settings: Settings, pipeline: Any, contract: Any
 ) -> tuple[bytes | None, dict[str, Any]]:
-    import pandas as pd
-
     from .compiled import compile_pipeline
 
-    return compile_pipeline(pipeline, contract, pd.read_parquet(settings.holdout_file))
+    return compile_pipeline(pipeline, contract, read_holdout(settings))
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,7 @@ deploy     promote a version to a stage, with an approver
 rollback   return a stage to the version it served before
 audit      verify the whole log (hashes, signatures, anchored heads) and print the history
 reproduce  rebuild a version from its commit and data and compare with the record
+dashboard  write the model's dashboard: one self-contained HTML page for people
 schema     infer the input contract (schema.py) from a data file, and say why
 keys       list the trusted signing keys; make, rotate or retire one
 """
@@ -26,6 +27,7 @@ from . import settings as project_settings
 from .anchor import HEAD_FILE, Head
 from .audit import AuditError, Record, Refused
 from .bundle import Bundle, BundleError
+from .notify import notify
 from .registry import DEFAULT_STAGE, Registry, State, open_registry
 from .science import NoContract
 from .settings import Settings
@@ -180,6 +182,18 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
     page = report.write(result, version, manifest, settings.reports_dir)
     print(report.verdict(result, version))
     print(f"report: {page}")
+    notify(
+        settings,
+        "retrain",
+        f"version {version} {'passed' if result.passed else 'failed'} the deploy gate",
+        [report.verdict(result, version), report.gate_sentence(result)],
+        {
+            **{key: value for key, value in result.candidate.scores.items()},
+            "holdout_rows": result.candidate.rows,
+            "production_version": result.production_version,
+            "published_by": actor,
+        },
+    )
     return 0 if result.passed else 1
 
 
@@ -189,10 +203,19 @@ def deploy(args: argparse.Namespace, settings: Settings) -> int:
     record = registry.promote(args.version, args.stage, args.approved_by, signer, args.reason)
     details = record.details
     anchor_head(registry, record, settings, f"version {details['version']} to {details['stage']}")
-    print(
+    said = (
         f"version {details['version']} now serves in {details['stage']} "
         f"(approved by {record.actor}; was {details['from_version'] or 'empty'})"
     )
+    print(said)
+    notify(
+        settings,
+        "deploy",
+        f"version {details['version']} deployed to {details['stage']}",
+        [said, *([f"Reason: {details['reason']}"] if details["reason"] else [])],
+        {"version": details["version"], "stage": details["stage"],
+         "previous_version": details["from_version"], "approved_by": record.actor},
+    )  # fmt: skip
     return 0
 
 
@@ -202,10 +225,19 @@ def rollback(args: argparse.Namespace, settings: Settings) -> int:
     record = registry.rollback(args.stage, args.approved_by, args.reason, signer)
     details = record.details
     anchor_head(registry, record, settings, f"{details['stage']} back to {details['to_version']}")
-    print(
+    said = (
         f"{details['stage']} rolled back from version {details['from_version']} to "
         f"{details['to_version']} (approved by {record.actor})"
     )
+    print(said)
+    notify(
+        settings,
+        "rollback",
+        f"{details['stage']} rolled back to version {details['to_version']}",
+        [said, f"Reason: {details['reason']}"],
+        {"version": details["to_version"], "stage": details["stage"],
+         "previous_version": details["from_version"], "approved_by": record.actor},
+    )  # fmt: skip
     return 0
 
 
@@ -282,6 +314,18 @@ def reproduce(args: argparse.Namespace, settings: Settings) -> int:
         + ")"
     )
     return 0 if outcome["matched"] else 1
+
+
+def dashboard(args: argparse.Namespace, settings: Settings) -> int:
+    import fsspec
+
+    from . import dashboard, storage
+
+    page = dashboard.build(open_registry(settings)).encode()
+    target = Path(args.output or settings.reports_dir / "dashboard.html").resolve()
+    storage.put(fsspec.filesystem("file"), str(target), page)
+    print(f"dashboard: {target} ({len(page):,} bytes)")
+    return 0
 
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
@@ -562,6 +606,9 @@ def parser() -> argparse.ArgumentParser:
     sub = verb("reproduce", reproduce, "rebuild a version and compare it with the record")
     sub.add_argument("--version", type=int, required=True)
     sub.add_argument("--actor")
+
+    sub = verb("dashboard", dashboard, "write the model's dashboard, one self-contained page")
+    sub.add_argument("--output", help="default: reports/dashboard.html")
 
     sub = verb("keys", keys, "list the trusted signing keys; make, rotate or retire one")
     actions = sub.add_subparsers(dest="action")

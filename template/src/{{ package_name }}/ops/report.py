@@ -282,3 +282,160 @@ def write(result: GateResult, version: int, manifest: dict[str, Any], reports_di
     page = reports_dir / "candidate.html"
     page.write_text(html(result, version, manifest))
     return page
+
+
+# Charts of the dashboard and the model card, drawn here beside the candidate report's, so every
+# picture of the project has one home and one look.
+PALETTE = ("#1f6feb", "#cf222e", "#2da44e", "#bf8700", "#8250df", "#0a7f86", "#999999")
+CHART_WIDTH, CHART_HEIGHT, CHART_PAD = 720, 220, 48
+LEGEND_WIDTH = 170  # right of the plot: a line per series
+
+
+def colour(index: int) -> str:
+    return PALETTE[index % len(PALETTE)]
+
+
+def chart_frame(label: str, body: str, height: int = CHART_HEIGHT) -> str:
+    return (
+        f'<svg class="chart" xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {CHART_WIDTH} '
+        f'{height}" width="{CHART_WIDTH}" height="{height}" role="img" '
+        f'aria-label="{escape(label)}">{body}</svg>'
+    )
+
+
+def number(value: float) -> str:
+    """A tick label: short, whatever the scale."""
+    return f"{value:.3g}" if abs(value) < 1e3 else f"{value:,.0f}"
+
+
+def line_chart(
+    series: dict[str, list[tuple[float, float]]], y_label: str, x_ticks: dict[float, str],
+    *, steps: bool = False,
+) -> str:  # fmt: skip
+    """Lines over time (x: any increasing number, e.g. days), a dot at each value and a legend;
+    `steps` holds each value until the next one (which version served when)."""
+    width, height, pad = CHART_WIDTH, CHART_HEIGHT, CHART_PAD
+    points = [point for values in series.values() for point in values]
+    xs, ys = [x for x, _ in points], [y for _, y in points]
+    x_low, x_high = min(xs), max(xs)
+    y_low, y_high = min(ys), max(ys)
+    if y_high == y_low:
+        y_low, y_high = y_low - 0.5, y_high + 0.5
+    x_span = (x_high - x_low) or 1.0
+    plot_width, plot_height = width - 2 * pad - LEGEND_WIDTH, height - 2 * pad
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return (
+            pad + (x - x_low) / x_span * plot_width,
+            pad + (1 - (y - y_low) / (y_high - y_low)) * plot_height,
+        )
+
+    marks = []
+    for index, (label, values) in enumerate(series.items()):
+        where = [at(x, y) for x, y in sorted(values)]
+        if steps:
+            held = [where[0]]
+            for x, y in where[1:]:
+                held += [(x, held[-1][1]), (x, y)]
+            where = [*held, (pad + plot_width, held[-1][1])]
+        path = " ".join(f"{x:.1f},{y:.1f}" for x, y in where)
+        marks.append(
+            f'<polyline class="mark" fill="none" stroke="{colour(index)}" stroke-width="2" '
+            f'points="{path}"><title>{escape(label)}</title></polyline>'
+        )
+        if len(values) <= 60 and not steps:  # dots where they can be told apart
+            marks += [
+                f'<circle class="mark" cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{colour(index)}">'
+                f"<title>{escape(label)}: {number(value)}</title></circle>"
+                for (x, y), (_, value) in zip(where, sorted(values), strict=True)
+            ]
+        marks.append(
+            f'<text x="{width - LEGEND_WIDTH}" y="{pad + 16 * index}" font-size="12" '
+            f'fill="{colour(index)}">'
+            f"{escape(label)}</text>"
+        )
+    return chart_frame(y_label, axes(y_label, y_low, y_high, x_ticks, at, x_low) + "".join(marks))
+
+
+def axes(
+    y_label: str, y_low: float, y_high: float, x_ticks: dict[float, str], at: Any, x_low: float
+) -> str:
+    pad, bottom = CHART_PAD, CHART_HEIGHT - CHART_PAD
+    parts = [
+        f'<line x1="{pad}" y1="{bottom}" x2="{CHART_WIDTH - pad - LEGEND_WIDTH}" y2="{bottom}" '
+        'stroke="#999"/>',
+        f'<line x1="{pad}" y1="{pad}" x2="{pad}" y2="{bottom}" stroke="#999"/>',
+        f'<text x="4" y="{pad - 12}">{escape(y_label)}</text>',
+    ]
+    for value in (y_low, (y_low + y_high) / 2, y_high):
+        y = at(x_low, value)[1]
+        parts.append(
+            f'<text x="{pad - 4}" y="{y + 4:.1f}" text-anchor="end">{number(value)}</text>'
+        )
+    for x_value, label in x_ticks.items():
+        x = at(x_value, y_low)[0]
+        parts.append(
+            f'<text x="{x:.1f}" y="{bottom + 16}" text-anchor="middle">{escape(label)}</text>'
+        )
+    return '<g font-size="11" fill="#555">' + "".join(parts) + "</g>"
+
+
+def bar_chart(bars: list[tuple[str, float]], x_label: str, limit: float | None = None) -> str:
+    """Horizontal bars in the order given, a label and the value on each (a value at or below
+    zero gets a sliver); `limit` draws the threshold."""
+    row, left, right = 22, 230, 80
+    height = CHART_PAD + row * len(bars) + 24
+    high = max([value for _, value in bars] + [limit or 0]) or 1.0
+    scale = (CHART_WIDTH - left - right) / high
+    marks = []
+    for index, (label, value) in enumerate(bars):
+        y = CHART_PAD + row * index
+        fill = "#cf222e" if limit is not None and value > limit else "#1f6feb"
+        length = max(value * scale, 1.0)
+        marks.append(
+            f'<text x="{left - 6}" y="{y + 14}" text-anchor="end" font-size="12">'
+            f"{escape(label if len(label) <= 32 else label[:31] + '…')}</text>"
+            f'<rect class="mark" x="{left}" y="{y + 3}" width="{length:.1f}" '
+            f'height="{row - 6}" fill="{fill}"><title>{escape(label)}: {number(value)}</title>'
+            f'</rect><text x="{left + length + 4:.1f}" y="{y + 14}" '
+            f'font-size="11" fill="#555">{number(value)}</text>'
+        )
+    if limit is not None:
+        x = left + limit * scale
+        marks.append(
+            f'<line x1="{x:.1f}" y1="{CHART_PAD - 6}" x2="{x:.1f}" y2="{height - 20}" '
+            f'stroke="#cf222e" stroke-dasharray="4"><title>threshold {number(limit)}</title></line>'
+        )
+    caption = (
+        f'<text x="{left}" y="{CHART_PAD - 14}" font-size="12" fill="#555">{escape(x_label)}</text>'
+    )
+    return chart_frame(x_label, caption + "".join(marks), height)
+
+
+def column_chart(
+    columns: list[tuple[float, float, float]], y_label: str, x_ticks: dict[float, str]
+) -> str:
+    """A column per x (e.g. a day): its total, with the part of it in red (e.g. errors)."""
+    width, height, pad = CHART_WIDTH, CHART_HEIGHT, CHART_PAD
+    plot_width, plot_height = width - 2 * pad - LEGEND_WIDTH, height - 2 * pad
+    xs = [x for x, _, _ in columns]
+    x_low, x_span = min(xs), (max(xs) - min(xs)) or 1.0
+    high = max(total for _, total, _ in columns) or 1.0
+    slot = max(plot_width / (x_span + 1), 1.0)
+
+    def at(x: float, y: float) -> tuple[float, float]:
+        return pad + (x - x_low) / (x_span + 1) * plot_width, pad + (1 - y / high) * plot_height
+
+    marks = []
+    for x, total, part in columns:
+        left, top = at(x, total)
+        marks.append(
+            f'<rect class="mark" x="{left:.1f}" y="{top:.1f}" width="{slot * 0.8:.1f}" '
+            f'height="{pad + plot_height - top:.1f}" fill="#1f6feb"/>'
+        )
+        if part:
+            marks.append(
+                f'<rect x="{left:.1f}" y="{at(x, part)[1]:.1f}" width="{slot * 0.8:.1f}" '
+                f'height="{pad + plot_height - at(x, part)[1]:.1f}" fill="#cf222e"/>'
+            )
+    return chart_frame(y_label, axes(y_label, 0.0, high, x_ticks, at, x_low) + "".join(marks))

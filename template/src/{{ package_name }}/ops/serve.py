@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, HTTPException
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import HTMLResponse, JSONResponse, PlainTextResponse, Response
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -61,7 +61,7 @@ TOO_LARGE = f"the request body must be at most {MAX_BODY_BYTES} bytes"
 # on unread data would reset the connection, and the client would never see why.
 MAX_DISCARDED_BYTES = 16 * MAX_BODY_BYTES
 MAX_RECORDS = 1_000
-KNOWN_PATHS = {"/predict", "/health", "/ready", "/version", "/metrics"}
+KNOWN_PATHS = {"/predict", "/health", "/ready", "/version", "/metrics", "/dashboard"}
 # Probes stay open when a token is set, so an orchestrator can check the service without it.
 PROBES = {"/health", "/ready"}
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -202,6 +202,36 @@ class Source:
         thread = threading.Thread(target=watch, name="follow-registry", daemon=True)
         thread.start()
         return thread
+
+
+class Board:
+    """The dashboard of the served registry, drawn again only when its log has a new head.
+
+    It reads the log with its own reader, so drawing never races the thread that follows the
+    stage; the records it draws are verified as every reader's are.
+    """
+
+    def __init__(self, source: Source) -> None:
+        self.source = source
+        self.lock = threading.Lock()
+        self.reader: Registry | None = None
+        self.drawn: tuple[str, str] | None = None  # (head sha256, page)
+
+    def page(self) -> str:
+        from . import dashboard
+
+        served = self.source.registry
+        if served is None:
+            raise HTTPException(404, "this service serves a bundle file: no registry to draw")
+        with self.lock:
+            if self.reader is None:
+                name = self.source.current.manifest["model_name"]
+                self.reader = Registry(served.url, name, served.log.trust)
+            records = self.reader.records()
+            head = records[-1].sha256 if records else ""
+            if self.drawn is None or self.drawn[0] != head:
+                self.drawn = (head, dashboard.build(self.reader, records))
+            return self.drawn[1]
 
 
 class Batcher:
@@ -369,6 +399,7 @@ class Service:
         )
         self.predictions = Counter("predictions", "Records scored", registry=self.metrics)
         self.serving = Gauge("serving_version", "Model version being served", registry=self.metrics)
+        self.board = Board(source)
         self.api = self.build_api()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -479,6 +510,10 @@ class Service:
         async def prometheus() -> Response:
             self.serving.set(source.current.version or 0)
             return Response(generate_latest(self.metrics), media_type=CONTENT_TYPE_LATEST)
+
+        @api.get("/dashboard", response_class=HTMLResponse)
+        def dashboard() -> Response:  # a thread of its own: drawing takes a while
+            return HTMLResponse(self.board.page())
 
         describe(api, bearer=self.token is not None, requests=lambda: self.request_model(
             source.current
