@@ -511,7 +511,11 @@ class Service:
             self.serving.set(source.current.version or 0)
             return Response(generate_latest(self.metrics), media_type=CONTENT_TYPE_LATEST)
 
-        @api.get("/dashboard", response_class=HTMLResponse)
+        @api.get(
+            "/dashboard",
+            response_class=HTMLResponse,
+            responses={404: {"description": "A service of a bundle file has no registry to draw"}},
+        )
         def dashboard() -> Response:  # a thread of its own: drawing takes a while
             return HTMLResponse(self.board.page())
 
