@@ -24,6 +24,11 @@ from .bundle import BundleError
 from .registry import DEFAULT_STAGE, Registry, State, fold
 
 DAY_SECONDS = 86_400.0
+# The job that writes each record, as people call it.
+JOB_OF_ACTION = {
+    "published": "retrain", "promoted": "deploy", "rolled_back": "rollback", "scored": "score",
+    "reproduced": "reproduce", "monitored": "monitor", "collected": "gc",
+}  # fmt: skip
 TICKS = 5
 STYLE = (
     report.STYLE
@@ -148,7 +153,7 @@ def durations(records: list[Record]) -> dict[str, list[tuple[float, float]]]:
     for record in records:
         seconds = record.details.get("duration_seconds")
         if isinstance(seconds, int | float) and not isinstance(seconds, bool):
-            series.setdefault(record.action, []).append(
+            series.setdefault(JOB_OF_ACTION.get(record.action, record.action), []).append(
                 (day_number(record.timestamp), float(seconds))
             )
     return series

@@ -97,7 +97,7 @@ def send_webhook(body: dict[str, Any]) -> None:
     secret = os.environ.get("LAB2PROD_WEBHOOK_SECRET")
     if not secret:
         raise ValueError("LAB2PROD_WEBHOOK_SECRET is not set, so the receiver could not check it")
-    data = json.dumps(body, sort_keys=True).encode()
+    data = json.dumps(body, sort_keys=True, default=str).encode()
     request = urllib.request.Request(
         os.environ["LAB2PROD_WEBHOOK_URL"],
         data=data,
