@@ -293,6 +293,8 @@ deserve a check (a red bar is over the limit).</p>{drift_chart}
 
 
 def version_cards(registry: Registry, records: list[Record], state: State) -> str:
+    """Every version's card, newest first; the serving version's is open."""
+    serving = state.serving(DEFAULT_STAGE)
     parts = []
     for version in sorted(state.versions, reverse=True):
         published = state.versions[version]
@@ -315,7 +317,8 @@ def version_cards(registry: Registry, records: list[Record], state: State) -> st
         )
         gate_note = f"<p>The gate: {escape(notes)}</p>" if notes else ""
         parts.append(
-            f'<details class="card"><summary>{escape(summary)}</summary>{gate_note}{body}</details>'
+            f'<details class="card"{" open" if version == serving else ""}><summary>'
+            f"{escape(summary)}</summary>{gate_note}{body}</details>"
         )
     return "".join(parts)
 
