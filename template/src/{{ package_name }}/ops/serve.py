@@ -227,7 +227,12 @@ class Board:
             if self.reader is None:
                 name = self.source.current.manifest["model_name"]
                 self.reader = Registry(served.url, name, served.log.trust)
-            records = self.reader.records()
+            try:
+                records = self.reader.records()
+            except AuditError as error:
+                raise HTTPException(
+                    503, f"the registry's history cannot be trusted: {error}"
+                ) from None
             head = records[-1].sha256 if records else ""
             if self.drawn is None or self.drawn[0] != head:
                 self.drawn = (head, dashboard.build(self.reader, records))
