@@ -519,7 +519,10 @@ class Service:
         @api.get(
             "/dashboard",
             response_class=HTMLResponse,
-            responses={404: {"description": "A service of a bundle file has no registry to draw"}},
+            responses={
+                404: {"description": "A service of a bundle file has no registry to draw"},
+                503: {"description": "The registry's history cannot be trusted; says why"},
+            },
         )
         def dashboard() -> Response:  # a thread of its own: drawing takes a while
             return HTMLResponse(self.board.page())
