@@ -30,7 +30,8 @@ import pyarrow.parquet as pq
 from tqdm import tqdm
 
 from ..contract import Contract, ContractError
-from . import storage
+from . import explain, storage
+from .explain import Explainer
 from .models import Loaded
 
 FORMATS = (".csv", ".parquet")
@@ -219,7 +220,14 @@ class ChunkWriter:
         self.temporary.unlink(missing_ok=True)
 
 
-def score(model: Loaded, source: Path, target: Path, rejects: Path, chunk_rows: int) -> Counts:
+def score(
+    model: Loaded,
+    source: Path,
+    target: Path,
+    rejects: Path,
+    chunk_rows: int,
+    explainer: Explainer | None = None,
+) -> Counts:
     if chunk_rows < 1:
         raise BatchError("--chunk-rows must be at least 1")
     if source.resolve() == target.resolve():
@@ -241,11 +249,16 @@ def score(model: Loaded, source: Path, target: Path, rejects: Path, chunk_rows: 
             file=sys.stderr,
         )
     # The CLI turns SIGTERM into KeyboardInterrupt, which removes the temporaries as Ctrl-C does.
-    return score_chunks(model, source, target, rejects, chunk_rows)
+    return score_chunks(model, source, target, rejects, chunk_rows, explainer)
 
 
 def score_chunks(
-    model: Loaded, source: Path, target: Path, rejects: Path, chunk_rows: int
+    model: Loaded,
+    source: Path,
+    target: Path,
+    rejects: Path,
+    chunk_rows: int,
+    explainer: Explainer | None = None,
 ) -> Counts:
     counts = Counts()
     scored, rejected = ChunkWriter(target), ChunkWriter(rejects)
@@ -266,12 +279,14 @@ def score_chunks(
                 rejected.write(rows)
             good = chunk[~bad].copy()
             if len(good):
-                scored.write(with_answers(model, good))
+                answered = with_answers(model, good)
+                scored.write(with_contributions(explainer, answered) if explainer else answered)
             counts.rows_in += len(chunk)
             counts.rows_scored += len(good)
             counts.rows_rejected += int(bad.sum())
             progress.update(len(chunk))
-        scored.close(pd.DataFrame(columns=[*chunk.columns, *answer_columns(model)]))
+        explained = explain.column_names(explainer.features) if explainer else []
+        scored.close(pd.DataFrame(columns=[*chunk.columns, *answer_columns(model), *explained]))
         rejected.close(pd.DataFrame(columns=["row", "reason"]))
         # The output last: whoever sees it appear finds its rejects already beside it.
         rejected.commit()
@@ -300,3 +315,11 @@ def with_answers(model: Loaded, rows: pd.DataFrame) -> pd.DataFrame:
         rows[f"probability_{label}"] = probabilities[:, position]
     rows["model_version"] = model.version
     return rows
+
+
+def with_contributions(explainer: Explainer, rows: pd.DataFrame) -> pd.DataFrame:
+    """Answered rows, with each feature's contribution (see explain.Explanation.columns)."""
+    contract = explainer.contract
+    inputs = contract.model_inputs(contract.typed(rows, with_target=False))
+    columns = explainer.explain(inputs).columns(rows["prediction"].to_numpy())
+    return pd.concat([rows, pd.DataFrame(columns, index=rows.index)], axis=1)

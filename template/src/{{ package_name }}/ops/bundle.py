@@ -94,6 +94,7 @@ def build(
 
     from .. import tasks
     from . import card  # sklearn: only package pays for it
+    from . import explain
 
     root = settings.project_dir
     contract = science.contract()
@@ -118,6 +119,7 @@ def build(
         tasks.check_estimator(pipeline, contract.target)
     except ValueError as error:
         raise BundleError(f"the trained model does not fit schema.py: {error}") from None
+    members.update(explain.baseline(settings, pipeline, contract))
     compiled, serving_model = compile_model(settings, pipeline, contract)
     if compiled is not None:
         members[serving_model["member"]] = compiled

@@ -376,8 +376,11 @@ def score(args: argparse.Namespace, settings: Settings) -> int:
             model = load_stage(registry, args.stage)
     except NoVersion as error:
         raise Refused(str(error)) from None
+    explainer = None
+    if args.explain:
+        explainer = explainer_of(opened if args.bundle else None, model, registry)
     try:
-        counts = batch.score(model, source, target, rejects, args.chunk_rows)
+        counts = batch.score(model, source, target, rejects, args.chunk_rows, explainer)
     except (batch.BatchError, FileNotFoundError) as error:
         raise Refused(str(error)) from None
     details = {
@@ -400,6 +403,16 @@ def score(args: argparse.Namespace, settings: Settings) -> int:
         f"into {target}; {counts.rows_rejected} rejected into {rejects}"
     )
     return 0
+
+
+def explainer_of(opened: Bundle | None, model: Any, registry: Any) -> Any:
+    """score --explain: the explainer of the scoring bundle, or why there is none."""
+    from .explain import Explainer, Unexplainable
+
+    try:
+        return Explainer.of(opened or Bundle.open(registry.bundle(model.version)), model.contract)
+    except Unexplainable as error:
+        raise Refused(f"--explain: {error}") from None
 
 
 def schema(args: argparse.Namespace, settings: Settings) -> int:
@@ -591,6 +604,8 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--stage", default=DEFAULT_STAGE)
     sub.add_argument("--bundle", help="score with this bundle file instead of a registry stage")
     sub.add_argument("--chunk-rows", type=int, default=100_000)
+    sub.add_argument("--explain", action="store_true",
+                     help="add each feature's contribution to each answer")  # fmt: skip
     sub.add_argument("--actor")
     trust_unsigned_option(sub)
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import copy
 import functools
 import gc
 import hmac
@@ -49,6 +50,7 @@ from ..contract import Contract
 from .anchor import Head
 from .audit import AuditError
 from .bundle import Bundle, verified
+from .explain import Explainer, Unexplainable
 from .models import Inputs, Loaded, load, serving_version
 from .registry import Registry, open_registry
 from .signing import Trust, load_trust, project_trust
@@ -61,7 +63,7 @@ TOO_LARGE = f"the request body must be at most {MAX_BODY_BYTES} bytes"
 # on unread data would reset the connection, and the client would never see why.
 MAX_DISCARDED_BYTES = 16 * MAX_BODY_BYTES
 MAX_RECORDS = 1_000
-KNOWN_PATHS = {"/predict", "/health", "/ready", "/version", "/metrics", "/dashboard"}
+KNOWN_PATHS = {"/predict", "/explain", "/health", "/ready", "/version", "/metrics", "/dashboard"}
 # Probes stay open when a token is set, so an orchestrator can check the service without it.
 PROBES = {"/health", "/ready"}
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
@@ -128,6 +130,24 @@ class Prediction(BaseModel):
 class Reply(BaseModel):
     model_version: int | None
     predictions: list[Prediction]
+
+
+class Explained(Prediction):
+    base_value: float | dict[str, float] = Field(
+        description="the output for the mean training row (per class for classification)"
+    )
+    contributions: dict[str, float] | dict[str, dict[str, float]] = Field(
+        description="feature -> its contribution (per class first for classification)"
+    )
+
+
+class ExplainReply(BaseModel):
+    model_version: int | None
+    scale: str = Field(
+        description="what base_value + contributions add up to: log_odds (binary, positive "
+        "class), logit (multiclass, per class), probability (forests), value (regression)"
+    )
+    predictions: list[Explained]
 
 
 class Refusal(Exception):
@@ -391,6 +411,8 @@ class Service:
         self.source, self.token = source, token
         self.batcher = Batcher()
         self.requests_for: tuple[Loaded, RequestModel] | None = None
+        self.explainer_for: tuple[Loaded, Explainer | Unexplainable] | None = None
+        self.explainer_lock = threading.Lock()
         self.metrics = CollectorRegistry()
         self.requests = Counter(
             "requests", "HTTP requests", ["path", "status"], registry=self.metrics
@@ -426,6 +448,8 @@ class Service:
             headers = self.check(scope)
             if path == "/predict":
                 await self.predict(scope, headers, body, send_and_note)
+            elif path == "/explain":
+                await self.explain(scope, headers, body, send_and_note)
             else:
                 await self.api(scope, body, send_and_note)
         except Refusal as refusal:
@@ -467,6 +491,50 @@ class Service:
         await Response(json.dumps(reply).encode(), media_type="application/json")(
             scope, receive, send
         )
+
+    async def explain(
+        self, scope: dict, headers: dict[bytes, bytes], receive: Any, send: Any
+    ) -> None:
+        """/predict's answers with each feature's contribution; computed in a worker thread, so
+        the event loop keeps answering /predict meanwhile."""
+        if scope["method"] != "POST":
+            raise Refusal(405, "use POST", {"Allow": "POST"})
+        check_json(headers.get(b"content-type"))
+        loaded = self.source.current
+        inputs = parse_records(await read_body(receive), self.request_model(loaded))
+        reply = await asyncio.to_thread(self.explained, loaded, inputs)
+        await Response(json.dumps(reply).encode(), media_type="application/json")(
+            scope, receive, send
+        )
+
+    def explained(self, loaded: Loaded, inputs: Inputs) -> dict[str, Any]:
+        explainer = self.explainer(loaded)
+        if isinstance(explainer, Unexplainable):
+            raise Refusal(501, str(explainer))
+        explanation = explainer.explain(inputs)
+        records = explanation.records(loaded.contract.target.task)
+        predictions = answers(loaded, *loaded.score(inputs))
+        self.predictions.inc(len(predictions))
+        return {
+            "model_version": loaded.version,
+            "scale": explanation.scale,
+            "predictions": [a | e for a, e in zip(predictions, records, strict=True)],
+        }
+
+    def explainer(self, loaded: Loaded) -> Explainer | Unexplainable:
+        """The served version's explainer (or why there is none), made on its first /explain:
+        it unpickles the verified bundle's pipeline, which /predict never needs."""
+        with self.explainer_lock:
+            known = self.explainer_for
+            if known is None or known[0] is not loaded:
+                source = self.source
+                bundle = source.bundle or Bundle.open(source.registry.bundle(loaded.version))
+                try:
+                    made: Explainer | Unexplainable = Explainer.of(bundle, loaded.contract)
+                except Unexplainable as error:
+                    made = error
+                known = self.explainer_for = (loaded, made)
+            return known[1]
 
     def request_model(self, loaded: Loaded) -> RequestModel:
         """The request model of the served version's contract, built once per version."""
@@ -565,6 +633,9 @@ def describe(api: FastAPI, bearer: bool, requests: Callable[[], RequestModel]) -
                 },
             }
         }
+        document["paths"]["/explain"] = explain_operation(document["paths"]["/predict"])
+        explained = ExplainReply.model_json_schema(ref_template="#/components/schemas/{model}")
+        schemas.update(explained.pop("$defs"), ExplainReply=explained)
         if bearer:
             document["components"]["securitySchemes"] = {
                 "bearer": {"type": "http", "scheme": "bearer"}
@@ -580,6 +651,26 @@ def describe(api: FastAPI, bearer: bool, requests: Callable[[], RequestModel]) -
         return document
 
     api.openapi = openapi
+
+
+def explain_operation(predict: dict[str, Any]) -> dict[str, Any]:
+    """/explain takes what /predict takes and is refused alike; it answers more, or 501."""
+    operation = copy.deepcopy(predict["post"])
+    operation.update(
+        summary="Explain",
+        description="Score records and give each feature's contribution to each answer: "
+        "base_value + the contributions = the model's output on the reply's `scale`.",
+        operationId="explain",
+    )
+    responses = operation["responses"]
+    responses["200"] = {
+        "description": "A prediction and its explanation per record, with the model version",
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/ExplainReply"}}
+        },
+    }
+    responses["501"] = {"description": "The served model's family cannot be explained"}
+    return {"post": operation}
 
 
 class Deadlines(AutoHTTPProtocol):
