@@ -117,6 +117,7 @@ def test_a_linear_model_is_explained_exactly(generated, tmp_path, task):
 EVERY_KIND = """
 import json
 import numpy as np
+import pandas as pd
 from sklearn.ensemble import RandomForestRegressor
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -142,7 +143,15 @@ linear = Pipeline(
 )
 linear.fit(frame, target)
 means = linear[:-1].transform(frame).mean(axis=0)
-explanation = Explainer(linear, contract, means).explain(dict(frame.head(5)))
+explainer = Explainer(linear, contract, means)
+explanation = explainer.explain(dict(frame.head(5)))
+# Which features' contributions move when one feature of a row changes.
+moved = {{}}
+for name in explanation.features:
+    pair = pd.concat([frame.head(1)] * 2, ignore_index=True)
+    pair.loc[1, name] = frame[name][frame[name].astype(str) != str(pair[name][0])].iloc[0]
+    both = explainer.explain(dict(pair)).contributions[:, 0, :]
+    moved[name] = [f for f, d in zip(explanation.features, abs(both[1] - both[0])) if d > 1e-12]
 forest = Pipeline([("preprocess", default_preprocessing(contract)),
                    ("model", RandomForestRegressor(n_estimators=5, random_state=0))])
 forest.fit(frame, np.arange(300.0))
@@ -150,7 +159,7 @@ print(json.dumps({{
     "features": explanation.features,
     "sums": (explanation.base + explanation.contributions.sum(axis=2))[:, 0].tolist(),
     "raw": linear.decision_function(frame.head(5)).tolist(),
-    "notes": explanation.contributions[:, 0, explanation.features.index("notes")].tolist(),
+    "moved": moved,
 }}))
 try:
     Explainer(forest, contract, None)
@@ -165,7 +174,9 @@ def test_every_kind_of_column_is_credited_to_its_feature(generated):
     found = json.loads(found)
     assert found["features"] == ["size", "rooms", "garden", "town", "built", "notes"]
     assert found["sums"] == pytest.approx(found["raw"], abs=1e-9)
-    assert found["notes"] == [0.0] * 5  # free text is not read by the default model
+    # One-hot indicators and date parts are credited to their own column only; free text is
+    # not read by the default model.
+    assert found["moved"] == {name: [name] for name in found["features"]} | {"notes": []}
     # This project has no `explain` group installed: the refusal says how to install SHAP.
     assert "uv sync --group explain" in json.loads(refusal)
 

@@ -109,36 +109,27 @@ def baseline(settings: Settings, pipeline: Any, contract: Contract) -> dict[str,
 
 def credited_columns(preprocess: Any, features: tuple[str, ...]) -> np.ndarray:
     """A 0/1 matrix, transformed columns x features: which feature each transformed column is
-    made from, read from the fitted ColumnTransformer that starts the preprocessing."""
+    made from, read from the fitted ColumnTransformer that is the preprocessing."""
     from sklearn.compose import ColumnTransformer
 
     steps = getattr(preprocess, "steps", [("", preprocess)])
-    transformer = steps[0][1]
-    if not isinstance(transformer, ColumnTransformer):
+    transformer = steps[-1][1]
+    if len(steps) > 1 or not isinstance(transformer, ColumnTransformer):
         raise Unexplainable(
-            f"the preprocessing starts with {type(transformer).__name__}, not a ColumnTransformer,"
-            " so its columns cannot be credited to the contract's features"
+            "the preprocessing is not one ColumnTransformer, so its columns cannot be credited "
+            "to the contract's features"
         )
-    made = transformer.get_feature_names_out()
-    origin: dict[str, str] = {}
+    spans = transformer.output_indices_
+    matrix = np.zeros((max(span.stop for span in spans.values()), len(features)))
     for branch, fitted, columns in transformer.transformers_:
-        span = transformer.output_indices_.get(branch, slice(0, 0))
+        span = spans.get(branch, slice(0, 0))
         if fitted == "drop" or span.stop == span.start:
             continue
         inputs = input_names(transformer, columns)
-        names = inputs if fitted == "passthrough" else list(fitted.get_feature_names_out(inputs))
-        for output, name in zip(made[span], names, strict=True):
-            origin[output] = made_from(str(name), inputs, branch)
-    final = preprocess.get_feature_names_out()
-    if any(name not in origin for name in final):
-        raise Unexplainable(
-            "a preprocessing step after the ColumnTransformer makes new columns, so they cannot "
-            "be credited to the contract's features"
-        )
-    matrix = np.zeros((len(final), len(features)))
-    position = {feature: index for index, feature in enumerate(features)}
-    for row, name in enumerate(final):
-        matrix[row, position[origin[name]]] = 1.0
+        names = inputs * (span.stop - span.start) if len(inputs) == 1 else []
+        names = names or branch_names(fitted, inputs, branch)
+        for position, name in zip(range(span.start, span.stop), names, strict=True):
+            matrix[position, features.index(made_from(name, inputs, branch))] = 1.0
     return matrix
 
 
@@ -151,11 +142,25 @@ def input_names(transformer: Any, columns: Any) -> list[str]:
     return [str(name) for name in np.asarray(transformer.feature_names_in_)[columns]]
 
 
+def branch_names(fitted: Any, inputs: list[str], branch: str) -> list[str]:
+    """The names a branch of several input columns gives its outputs."""
+    if fitted == "passthrough":
+        return inputs
+    try:
+        return [str(name) for name in fitted.get_feature_names_out(inputs)]
+    except (AttributeError, TypeError, ValueError):
+        raise Unexplainable(
+            f"the preprocessing branch {branch!r} does not name its columns, so they cannot be "
+            f"credited to {', '.join(inputs)}: give it feature names (for a FunctionTransformer, "
+            "`feature_names_out`)"
+        ) from None
+
+
 def made_from(name: str, inputs: list[str], branch: str) -> str:
-    """The input a branch's output is named after: one input, the same name, or the longest
-    `input_` prefix (one-hot `colour_red`, date part `when_year`)."""
-    if len(inputs) == 1 or name in inputs:
-        return inputs[0] if len(inputs) == 1 else name
+    """The input a branch's output is named after: the same name, or the longest `input_`
+    prefix (one-hot `colour_red`, date part `when_year`)."""
+    if name in inputs:
+        return name
     prefixed = [column for column in inputs if name.startswith(f"{column}_")]
     if not prefixed:
         raise Unexplainable(
@@ -227,7 +232,8 @@ class Explainer:
             family = type(model).__name__
             raise Unexplainable(f"SHAP cannot explain this {family}: {error}") from None
         output = explainer.model.tree_output
-        self.scale = "value" if not self.classes else {"raw_value": "log_odds"}.get(output, output)
+        margin = "logit" if len(self.classes) > 2 else "log_odds"
+        self.scale = "value" if not self.classes else {"raw_value": margin}.get(output, output)
 
         def raw(transformed: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
             values = np.asarray(explainer.shap_values(transformed, check_additivity=False))
