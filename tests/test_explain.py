@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -39,10 +40,11 @@ else:
 
 
 def project_copy(generated, name: str, tmp_path: Path) -> Project:
-    """A copy of the generated project: packaging and scoring write into it."""
+    """A copy of the generated project (packaging and scoring write into it), its tools on PATH
+    (dvc, for `package`)."""
     path = tmp_path / name
     shutil.copytree(generated(name), path, symlinks=True)
-    return Project(path, {})
+    return Project(path, {"PATH": f"{path / '.venv' / 'bin'}{os.pathsep}{os.environ['PATH']}"})
 
 
 def packaged(project: Project) -> str:
