@@ -665,9 +665,7 @@ def explain_operation(predict: dict[str, Any]) -> dict[str, Any]:
     responses = operation["responses"]
     responses["200"] = {
         "description": "A prediction and its explanation per record, with the model version",
-        "content": {
-            "application/json": {"schema": {"$ref": "#/components/schemas/ExplainReply"}}
-        },
+        "content": {"application/json": {"schema": {"$ref": "#/components/schemas/ExplainReply"}}},
     }
     responses["501"] = {"description": "The served model's family cannot be explained"}
     return {"post": operation}
