@@ -250,6 +250,12 @@ def dashboard(session: nox.Session) -> None:
     ops(session, "dashboard")
 
 
+@nox.session
+def gc(session: nox.Session) -> None:
+    """List what no recorded version needs (old bundles, logs, DVC cache); `-- --apply` removes."""
+    ops(session, "gc")
+
+
 def dvc_output(session: nox.Session, *arguments: str) -> str:
     """What a dvc command prints on stdout; its warnings still reach the terminal."""
     return locked(session, "dvc", *arguments, silent=True, stderr=None).strip()

@@ -30,6 +30,7 @@ from .signing import Signer, Trust, Untrusted
 
 ACTIONS = (
     "published", "promoted", "rolled_back", "scored", "reproduced", "keys_changed", "monitored",
+    "collected",
 )  # fmt: skip
 UNNAMED_GENESIS = "0" * 64  # what the first record followed before logs were named
 RECORD_NAME = re.compile(r"^(\d{10})\.json$")

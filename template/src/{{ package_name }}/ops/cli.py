@@ -9,6 +9,7 @@ reproduce  rebuild a version from its commit and data and compare with the recor
 dashboard  write the model's dashboard: one self-contained HTML page for people
 schema     infer the input contract (schema.py) from a data file, and say why
 keys       list the trusted signing keys; make, rotate or retire one
+gc         remove what no recorded version needs (a dry run unless --apply)
 """
 
 from __future__ import annotations
@@ -328,6 +329,54 @@ def dashboard(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def size_text(size: float) -> str:
+    """A size as people read it: 812 bytes, 4.2 kB, 31.0 MB."""
+    if size < 1000:
+        return f"{size:.0f} bytes"
+    units = iter(("kB", "MB", "GB", "TB"))
+    unit = next(units)
+    while (size := size / 1000) >= 1000 and unit != "TB":
+        unit = next(units)
+    return f"{size:.1f} {unit}"
+
+
+def gc(args: argparse.Namespace, settings: Settings) -> int:
+    from .collect import collect
+
+    registry = open_registry(settings)
+    signer = (
+        signing.signer_for("collected", settings.project_dir, registry.log.trust)
+        if args.apply
+        else None
+    )
+    actor = current_actor(args.actor, settings)
+    plan = collect(settings, registry, signer, actor, cloud=args.cloud)
+    verb = "removed" if args.apply else "would remove"
+    numbers = ", ".join(map(str, sorted(plan.versions))) or "none"
+    lines = [
+        f"bundles of versions that never served: {numbers} "
+        f"({size_text(sum(plan.bundles.values()))})",
+        *(
+            f"{folder} log: {len(days)} days, {days[0]} to {days[-1]}"
+            for folder, days in plan.days.items()
+        ),
+        f"log days in all: {size_text(sum(plan.day_folders.values()))}",
+        f"bundles no record names: {len(plan.orphans)} ({size_text(sum(plan.orphans.values()))})",
+        f"leftovers of killed runs: {len(plan.leftovers)} "
+        f"({size_text(sum(plan.leftovers.values()))})",
+        f"DVC cache objects no recorded version needs: {plan.dvc_objects} "
+        f"({size_text(plan.dvc_bytes)})",
+    ]
+    if args.cloud:
+        lines.append(f"DVC remote objects no recorded version needs: {plan.dvc_remote_objects}")
+    print(f"gc: {verb}:")
+    print("\n".join(f"  {line}" for line in lines))
+    print(f"gc: {verb} {size_text(plan.total_bytes)} in all" + (
+        "" if args.apply else "; `nox -s gc -- --apply` removes it"
+    ))  # fmt: skip
+    return 0
+
+
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     from . import serve
     from .models import NoVersion, serving_version
@@ -624,6 +673,15 @@ def parser() -> argparse.ArgumentParser:
 
     sub = verb("dashboard", dashboard, "write the model's dashboard, one self-contained page")
     sub.add_argument("--output", help="default: reports/dashboard.html")
+
+    sub = verb("gc", gc, "remove what no recorded version needs (a dry run unless --apply)")
+    sub.add_argument("--apply", action="store_true", help="remove it and record what went")
+    sub.add_argument(
+        "--cloud",
+        action="store_true",
+        help="also remove unneeded objects from the DVC remote (other clones lose them too)",
+    )
+    sub.add_argument("--actor")
 
     sub = verb("keys", keys, "list the trusted signing keys; make, rotate or retire one")
     actions = sub.add_subparsers(dest="action")

@@ -31,6 +31,9 @@ class State:
 
     versions: dict[int, dict[str, Any]] = field(default_factory=dict)
     history: dict[str, list[int]] = field(default_factory=dict)
+    published_at: dict[int, str] = field(default_factory=dict)  # the publishing record's time
+    served: set[int] = field(default_factory=set)  # every version ever promoted, rolled back or not
+    collected: dict[int, Record] = field(default_factory=dict)  # whose bundle gc removed, and when
 
     def serving(self, stage: str) -> int | None:
         served = self.history.get(stage)
@@ -55,9 +58,12 @@ def fold(records: list[Record]) -> State:
             if details["version"] != len(state.versions) + 1:
                 raise AuditError(f"{name} publishes version {details['version']} out of order")
             state.versions[details["version"]] = details
+            state.published_at[details["version"]] = record.timestamp
         elif record.action == "promoted":
             if details["version"] not in state.versions:
                 raise AuditError(f"{name} promotes unknown version {details['version']}")
+            if details["version"] in state.collected:
+                raise AuditError(f"{name} promotes version {details['version']}, which gc removed")
             if not promotable(state.versions[details["version"]]):
                 # `deploy` refuses these; a record that promotes one went around it.
                 raise AuditError(
@@ -65,11 +71,19 @@ def fold(records: list[Record]) -> State:
                     "was built from uncommitted changes"
                 )
             state.history.setdefault(details["stage"], []).append(details["version"])
+            state.served.add(details["version"])
         elif record.action == "rolled_back":
             served = state.history.get(details["stage"], [])
             if len(served) < 2 or served[-2] != details["to_version"]:
                 raise AuditError(f"{name} rolls back to a version the stage did not serve before")
             served.pop()
+        elif record.action == "collected":
+            for version in details["versions"]:
+                if version not in state.versions or version in state.collected:
+                    raise AuditError(f"{name} collects version {version}, unknown or gone")
+                if version in state.served:
+                    raise AuditError(f"{name} collects version {version}, which served")
+                state.collected[version] = record
     return state
 
 
@@ -121,6 +135,12 @@ class Registry:
         state = state or self.state()
         if version not in state.versions:
             raise Refused(f"version {version} is not in the registry; `nox -s audit` lists them")
+        if version in state.collected:
+            record = state.collected[version]
+            raise Refused(
+                f"version {version}'s bundle was removed by gc on {record.timestamp[:10]} "
+                f"(record {record.sequence}); it never served"
+            )
         expected = state.versions[version]["bundle_sha256"]
         try:
             data = self.fs.cat_file(self.bundle_path(expected))
@@ -204,17 +224,17 @@ class Registry:
         return self._append("rolled_back", approver, decide, signer)
 
     def record(self, action: str, actor: str, details: Any, signer: Signer) -> Record:
-        """Append a record that changes no stage (scored, reproduced, keys_changed); `details`
-        is a dict, or a function of the records before it."""
+        """Append a record that changes no stage (scored, reproduced, keys_changed, collected);
+        `details` is a dict, or a function of the records before it."""
         decide = details if callable(details) else lambda records: details
         return self._append(action, actor, decide, signer)
 
     def verify(self) -> tuple[list[Record], State]:
         """Check every record, every link and signature, the anchored heads, the fold, and every
-        published bundle's sha256."""
+        published bundle's sha256 (but those gc removed, of versions that never served)."""
         records = self.records()
         state = fold(records)
-        for number in state.versions:
+        for number in state.versions.keys() - state.collected.keys():
             self.bundle(number, state)
         return records, state
 

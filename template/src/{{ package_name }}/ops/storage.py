@@ -83,18 +83,24 @@ def alive(pid: int) -> bool:
     return True
 
 
-def remove_leftovers(directory: Path, name: str = "") -> list[Path]:
-    """Remove the temporaries in `directory` (of the file `name`, or of any) written on this
-    machine by a process that no longer runs: killed outright (SIGKILL, out of memory, power
-    loss). A run still going keeps its own, whatever their age; those of other machines sharing
-    the folder stay, as their processes cannot be checked from here. The ones removed."""
+def leftovers(directory: Path, name: str = "") -> list[Path]:
+    """The temporaries in `directory` (of the file `name`, or of any) written on this machine by
+    a process that no longer runs: killed outright (SIGKILL, out of memory, power loss). A run
+    still going keeps its own, whatever their age; those of other machines sharing the folder
+    stay, as their processes cannot be checked from here."""
     ours = re.compile(
         rf"\.{re.escape(name) if name else '.+'}\.{re.escape(HOST)}\.(\d+)\.[0-9a-f]+\.partial"
     )
-    removed = []
-    for candidate in directory.glob(f".{glob.escape(name)}*.partial"):
-        match = ours.fullmatch(candidate.name)
-        if match and not alive(int(match[1])):
-            candidate.unlink(missing_ok=True)
-            removed.append(candidate)
+    return [
+        candidate
+        for candidate in directory.glob(f".{glob.escape(name)}*.partial")
+        if (match := ours.fullmatch(candidate.name)) and not alive(int(match[1]))
+    ]
+
+
+def remove_leftovers(directory: Path, name: str = "") -> list[Path]:
+    """Remove the `leftovers` of killed runs in `directory`; the ones removed."""
+    removed = leftovers(directory, name)
+    for candidate in removed:
+        candidate.unlink(missing_ok=True)
     return removed
