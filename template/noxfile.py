@@ -233,6 +233,12 @@ def score(session: nox.Session) -> None:
 
 
 @nox.session
+def monitor(session: nox.Session) -> None:
+    """Drift, live performance, volumes and job durations against params.yaml's thresholds."""
+    ops(session, "monitor")
+
+
+@nox.session
 def bench(session: nox.Session) -> None:
     """Measure serving against MLflow's server, batch scoring, swaps under load (needs `hey`)."""
     locked(session, "python", "benchmarks/serving.py", *session.posargs)

@@ -2,11 +2,11 @@
 
 Members: the trained pipeline (and, when it compiles and answers the same, its ONNX form, which
 serving uses), the package code as git tracks it (never an ignored or untracked file), the input
-schema (JSON), the environment lock, dvc.lock, params, metrics, holdout predictions and
-`manifest.json`, which records where it all came from (git commit, clean or dirty, data and model
-hashes, lock sha256, Python version) and the sha256 of every other member; `card.json` and
-`card.html` are the model card (ops/card.py). `manifest.sig` is the publish key's signature of
-the manifest, so a bundle file proves who built it.
+schema (JSON), the environment lock, dvc.lock, params, metrics, holdout predictions, the
+training data's profile for drift (`reference.json`, see drift.py) and `manifest.json`, which
+records where it all came from (git commit, clean or dirty, data and model hashes, lock sha256,
+Python version) and the sha256 of every other member. `manifest.sig` is the publish key's
+signature of the manifest, so a bundle file proves who built it.
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ SCHEMA_MEMBER = "schema.json"
 MANIFEST_MEMBER = "manifest.json"
 SIGNATURE_MEMBER = "manifest.sig"
 PREDICTIONS_MEMBER = "reports/predictions.csv"
+REFERENCE_MEMBER = "reference.json"
 # `python BUNDLE.zip` runs this member: the bundle serves itself, with the code inside it.
 MAIN_MEMBER = """\
 import os, sys
@@ -93,8 +94,7 @@ def build(
         )
 
     from .. import tasks
-    from . import card  # sklearn: only package pays for it
-    from . import explain
+    from . import card, explain  # sklearn: only package pays for them
 
     root = settings.project_dir
     contract = science.contract()
@@ -119,8 +119,15 @@ def build(
         tasks.check_estimator(pipeline, contract.target)
     except ValueError as error:
         raise BundleError(f"the trained model does not fit schema.py: {error}") from None
-    members.update(explain.baseline(settings, pipeline, contract))
-    compiled, serving_model = compile_model(settings, pipeline, contract)
+    import pandas as pd  # heavy: only package pays for it
+
+    # The rows the model learnt from and was judged on; drift, explanations and the card start
+    # from them.
+    training = pd.read_parquet(settings.train_file)
+    holdout = pd.read_parquet(settings.holdout_file)
+    members.update(explain.baseline(pipeline, contract, training))
+    members[REFERENCE_MEMBER] = profile(contract, training, members[PREDICTIONS_MEMBER])
+    compiled, serving_model = compile_model(pipeline, contract, holdout)
     if compiled is not None:
         members[serving_model["member"]] = compiled
 
@@ -149,7 +156,7 @@ def build(
         "serving_model": serving_model,
     }
     # The card describes what the manifest records, and is itself a member the manifest lists.
-    described = card.build(settings, pipeline, contract, read_holdout(settings), manifest)
+    described = card.build(settings, pipeline, contract, training, holdout, manifest)
     members[card.CARD_MEMBER] = json.dumps(
         described, indent=2, sort_keys=True, default=str
     ).encode()
@@ -173,18 +180,25 @@ def load_pipeline(data: bytes) -> Any:
     return joblib.load(io.BytesIO(data))
 
 
-def read_holdout(settings: Settings) -> Any:
+def profile(contract: Any, training: Any, predictions: bytes) -> bytes:
+    """reference.json: the training data's and the holdout predictions' profile, for drift."""
     import pandas as pd
 
-    return pd.read_parquet(settings.holdout_file)
+    from . import drift
+
+    predicted = pd.read_csv(io.BytesIO(predictions), dtype={"predicted": str})["predicted"]
+    if not contract.target.task.is_classification:
+        predicted = predicted.astype("float64")
+    document = drift.reference(contract, training, predicted)
+    return json.dumps(document, indent=2, sort_keys=True).encode()
 
 
 def compile_model(
-    settings: Settings, pipeline: Any, contract: Any
+    pipeline: Any, contract: Any, holdout: Any
 ) -> tuple[bytes | None, dict[str, Any]]:
     from .compiled import compile_pipeline
 
-    return compile_pipeline(pipeline, contract, read_holdout(settings))
+    return compile_pipeline(pipeline, contract, holdout)
 
 
 @dataclass(frozen=True)
@@ -223,6 +237,10 @@ class Bundle:
 
     def load_model(self) -> Any:
         return load_pipeline(self.members[MODEL_MEMBER])
+
+    def reference(self) -> dict[str, Any] | None:
+        """The training data's profile for drift; None in a bundle made before profiles."""
+        return json.loads(self.members.get(REFERENCE_MEMBER, b"null"))
 
 
 def verified(data: bytes, trust: Trust, *, trust_unsigned: bool = False) -> Bundle:

@@ -72,16 +72,12 @@ def importance(pipeline: Any, holdout: pd.DataFrame, contract: Contract, metric:
     }
 
 
-def period(settings: Settings, contract: Contract) -> dict[str, dict[str, str]]:
+def period(contract: Contract, *frames: pd.DataFrame) -> dict[str, dict[str, str]]:
     """First and last value of each date/time column, over the rows trained on and held out."""
     columns = [column.name for column in contract.features if isinstance(column, DateTime)]
     if not columns:
         return {}
-    # prepare writes the training rows beside the holdout.
-    files = [settings.holdout_file, settings.holdout_file.with_name("train.parquet")]
-    frame = pd.concat(
-        [pd.read_parquet(path, columns=columns) for path in files if path.is_file()]
-    )  # fmt: skip
+    frame = pd.concat([rows[columns] for rows in frames])
     return {
         name: {"start": str(frame[name].min()), "end": str(frame[name].max())}
         for name in columns
@@ -93,6 +89,7 @@ def build(
     settings: Settings,
     pipeline: Any,
     contract: Contract,
+    training: pd.DataFrame,
     holdout: pd.DataFrame,
     manifest: dict[str, Any],
 ) -> dict[str, Any]:
@@ -138,7 +135,7 @@ def build(
             "rows_read": read,
             "rows_quarantined": rejected,
             "quarantined_share": quality.get("rejected_share", 0.0),
-            "period": period(settings, contract),
+            "period": period(contract, training, holdout),
             "hashes": manifest["data_hashes"],
         },
         "metrics": {

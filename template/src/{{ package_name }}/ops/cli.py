@@ -7,6 +7,7 @@ rollback   return a stage to the version it served before
 audit      verify the whole log (hashes, signatures, anchored heads) and print the history
 reproduce  rebuild a version from its commit and data and compare with the record
 dashboard  write the model's dashboard: one self-contained HTML page for people
+monitor    drift, live performance, volumes and job durations of the serving versions
 schema     infer the input contract (schema.py) from a data file, and say why
 keys       list the trusted signing keys; make, rotate or retire one
 gc         remove what no recorded version needs (a dry run unless --apply)
@@ -19,6 +20,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -144,7 +146,7 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
             )
         print(f"retrain: resuming with {', '.join(changed)}", flush=True)
     print("retrain: dvc repro", flush=True)
-    commands.run(["dvc", "repro"], settings.project_dir)
+    stage_seconds = commands.stage_seconds(["dvc", "repro"], settings.project_dir)
     if not args.allow_dirty and bundle.git(settings, "status", "--porcelain"):
         bundle.git(settings, "add", "--all")
         message = "Retrain: pipeline results on the current data"
@@ -177,7 +179,8 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
         )
         print(f"retrain: {result.note}", flush=True)
     actor = current_actor(args.actor, settings)
-    record = registry.publish(data, manifest, result.summary(), actor, signer)
+    timing = {"duration_seconds": took(args), "stage_seconds": stage_seconds}
+    record = registry.publish(data, manifest, result.summary(), actor, signer, timing)
     version = record.details["version"]
     anchor_head(registry, record, settings, f"version {version} published")
     page = report.write(result, version, manifest, settings.reports_dir)
@@ -198,10 +201,21 @@ def retrain(args: argparse.Namespace, settings: Settings) -> int:
     return 0 if result.passed else 1
 
 
+def took(args: argparse.Namespace) -> float:
+    """Seconds since the command started: every lifecycle record keeps how long its job took."""
+    return round(time.monotonic() - args.started, 3)
+
+
+def timed(args: argparse.Namespace) -> dict[str, float]:
+    return {"duration_seconds": took(args)}
+
+
 def deploy(args: argparse.Namespace, settings: Settings) -> int:
     registry = open_registry(settings)
     signer = signing.signer_for("promoted", settings.project_dir, registry.log.trust)
-    record = registry.promote(args.version, args.stage, args.approved_by, signer, args.reason)
+    record = registry.promote(
+        args.version, args.stage, args.approved_by, signer, args.reason, timed(args)
+    )
     details = record.details
     anchor_head(registry, record, settings, f"version {details['version']} to {details['stage']}")
     said = (
@@ -223,7 +237,7 @@ def deploy(args: argparse.Namespace, settings: Settings) -> int:
 def rollback(args: argparse.Namespace, settings: Settings) -> int:
     registry = open_registry(settings)
     signer = signing.signer_for("rolled_back", settings.project_dir, registry.log.trust)
-    record = registry.rollback(args.stage, args.approved_by, args.reason, signer)
+    record = registry.rollback(args.stage, args.approved_by, args.reason, signer, timed(args))
     details = record.details
     anchor_head(registry, record, settings, f"{details['stage']} back to {details['to_version']}")
     said = (
@@ -301,7 +315,8 @@ def reproduce(args: argparse.Namespace, settings: Settings) -> int:
     signer = signing.signer_for("reproduced", settings.project_dir, registry.log.trust)
     outcome = rebuild(settings, Bundle.open(registry.bundle(args.version)))
     actor = current_actor(args.actor, settings)
-    registry.record("reproduced", actor, {"version": args.version, **outcome}, signer)
+    details = {"version": args.version, **outcome, **timed(args)}
+    registry.record("reproduced", actor, details, signer)
     verdict = "matches" if outcome["matched"] else "does NOT match"
     print(
         f"version {args.version} rebuilt from commit {outcome['git_commit'][:12]}: {verdict} "
@@ -445,6 +460,7 @@ def score(args: argparse.Namespace, settings: Settings) -> int:
         "rows_in": counts.rows_in,
         "rows_scored": counts.rows_scored,
         "rows_rejected": counts.rows_rejected,
+        **timed(args),
     }
     registry.record("scored", current_actor(args.actor, settings), details, signer)
     print(
@@ -462,6 +478,31 @@ def explainer_of(opened: Bundle | None, model: Any, registry: Any) -> Any:
         return Explainer.of(opened or Bundle.open(registry.bundle(model.version)), model.contract)
     except Unexplainable as error:
         raise Refused(f"--explain: {error}") from None
+
+
+def monitor(args: argparse.Namespace, settings: Settings) -> int:
+    import yaml
+
+    from . import monitor, science
+
+    registry = open_registry(settings)
+    signer = signing.signer_for("monitored", settings.project_dir, registry.log.trust)
+    params = yaml.safe_load((settings.project_dir / "params.yaml").read_text())
+    limits = monitor.thresholds_from(params)
+    days = limits["window_days"] if args.days is None else args.days
+    start, end = monitor.window(args.end, days)
+    details = monitor.monitor(
+        registry, params, args.stage, start, end, science.contract().target.task
+    )
+    details["duration_seconds"] = took(args)
+    registry.record("monitored", current_actor(args.actor, settings), details, signer)
+    print("\n".join(monitor.summary_lines(details, limits["min_rows"])))
+    lines = monitor.breach_lines(details)  # what a breach's notification will carry, too
+    if not lines:
+        print(f"monitor: nothing broke in {args.stage}")
+        return 0
+    print("\n".join(f"BREACH {line}" for line in lines))
+    return 1
 
 
 def schema(args: argparse.Namespace, settings: Settings) -> int:
@@ -658,6 +699,12 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--actor")
     trust_unsigned_option(sub)
 
+    sub = verb("monitor", monitor, "drift, live performance, volumes and job durations")
+    sub.add_argument("--stage", default=DEFAULT_STAGE)
+    sub.add_argument("--days", type=float, help="the window in days (default: monitor.window_days)")
+    sub.add_argument("--end", help="the window's end, an ISO date or time (default: now)")
+    sub.add_argument("--actor")
+
     sub = verb("schema", schema, "infer the input contract from a CSV or Parquet file")
     sub.add_argument("data", help="a CSV or Parquet file of the data, target included")
     sub.add_argument("--target", required=True, help="the column the model predicts")
@@ -717,6 +764,7 @@ def interrupt(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    args.started = time.monotonic()
     # A stop from a scheduler or `kill` cleans up as Ctrl-C does (temporary files, locks), even
     # where a shell started the command in the background with SIGINT ignored.
     for stop in (signal.SIGINT, signal.SIGTERM):

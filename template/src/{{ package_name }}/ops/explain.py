@@ -23,14 +23,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from ..contract import Contract, Task
-from .bundle import Bundle
-from .models import Inputs
-from .settings import Settings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from .bundle import Bundle
+    from .models import Inputs
 
 BASELINE_MEMBER = "explain/baseline.json"
 TREE_FAMILIES = {
@@ -93,16 +96,12 @@ def column_names(features: tuple[str, ...]) -> list[str]:
     return ["base_value", *(f"contribution.{feature}" for feature in features)]
 
 
-def baseline(settings: Settings, pipeline: Any, contract: Contract) -> dict[str, bytes]:
+def baseline(pipeline: Any, contract: Contract, training: pd.DataFrame) -> dict[str, bytes]:
     """The bundle member of the mean of every column the preprocessing makes of the training
     rows; none for a model that is not a scikit-learn Pipeline."""
-    import pandas as pd
-
-    # `prepare` writes the training rows beside the holdout (dvc.yaml's train stage reads them).
-    training = settings.holdout_file.with_name("train.parquet")
-    if not hasattr(pipeline, "steps") or len(pipeline.steps) < 2 or not training.is_file():
+    if not hasattr(pipeline, "steps") or len(pipeline.steps) < 2:
         return {}
-    transformed = pipeline[:-1].transform(contract.model_frame(pd.read_parquet(training)))
+    transformed = pipeline[:-1].transform(contract.model_frame(training))
     means = np.asarray(transformed.mean(axis=0), dtype="float64").ravel()
     return {BASELINE_MEMBER: json.dumps({"transformed_means": means.tolist()}).encode()}
 

@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import numpy as np
@@ -96,6 +97,8 @@ class Loaded:
     manifest: dict[str, Any]
     contract: Contract
     classes: tuple[Any, ...]  # the order of the probability columns; empty for regression
+    reference: dict[str, Any] | None = None  # reference.json: drift's bins (older bundles: None)
+    loaded_at: datetime = field(default_factory=lambda: datetime.now(UTC))
 
     def score(self, inputs: Inputs) -> Answers:
         return self.model.score(inputs)
@@ -118,7 +121,7 @@ def load(bundle: Bundle, version: int | None) -> Loaded:
     contract = from_json(json.loads(bundle.members[SCHEMA_MEMBER]))
     classes = tuple(bundle.manifest.get("classes", contract.target.classes))
     model = serving_model(bundle, contract)
-    loaded = Loaded(version, model, bundle.manifest, contract, classes)
+    loaded = Loaded(version, model, bundle.manifest, contract, classes, bundle.reference())
     # The first prediction pays for lazy imports and caches; do it before real traffic.
     example = {
         column.name: column.json_to_model([column.example()]) for column in contract.features

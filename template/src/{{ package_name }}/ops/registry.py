@@ -120,13 +120,16 @@ class Registry:
         gate: dict[str, Any],
         actor: str,
         signer: Signer,
+        extra: dict[str, Any] | None = None,
     ) -> Record:
+        """`extra`: more details for the record, such as how long the job took."""
         digest = sha256(bundle)
         storage.put(self.fs, self.bundle_path(digest), bundle)
 
         def decide(records: list[Record]) -> dict[str, Any]:
             version = len(fold(records).versions) + 1
-            return {"version": version, "bundle_sha256": digest, "manifest": manifest, "gate": gate}
+            return {"version": version, "bundle_sha256": digest, "manifest": manifest, "gate": gate,
+                    **(extra or {})}  # fmt: skip
 
         return self._append("published", actor, decide, signer)
 
@@ -171,7 +174,13 @@ class Registry:
         return record
 
     def promote(
-        self, version: int | None, stage: str, approver: str, signer: Signer, reason: str = ""
+        self,
+        version: int | None,
+        stage: str,
+        approver: str,
+        signer: Signer,
+        reason: str = "",
+        extra: dict[str, Any] | None = None,
     ) -> Record:
         require_approver(approver)
 
@@ -199,11 +208,19 @@ class Registry:
                 "stage": stage,
                 "reason": reason,
                 "from_version": state.serving(stage),
+                **(extra or {}),
             }
 
         return self._append("promoted", approver, decide, signer)
 
-    def rollback(self, stage: str, approver: str, reason: str, signer: Signer) -> Record:
+    def rollback(
+        self,
+        stage: str,
+        approver: str,
+        reason: str,
+        signer: Signer,
+        extra: dict[str, Any] | None = None,
+    ) -> Record:
         require_approver(approver)
         if not reason.strip():
             raise Refused("a rollback needs a reason: --reason TEXT")
@@ -219,13 +236,15 @@ class Registry:
                 "from_version": served[-1],
                 "to_version": served[-2],
                 "reason": reason,
+                **(extra or {}),
             }
 
         return self._append("rolled_back", approver, decide, signer)
 
     def record(self, action: str, actor: str, details: Any, signer: Signer) -> Record:
-        """Append a record that changes no stage (scored, reproduced, keys_changed, collected);
-        `details` is a dict, or a function of the records before it."""
+        """Append a record that changes no stage (scored, reproduced, monitored, collected,
+        keys_changed); `details`
+        is a dict, or a function of the records before it."""
         decide = details if callable(details) else lambda records: details
         return self._append(action, actor, decide, signer)
 

@@ -427,6 +427,21 @@ class Service:
         self.predictions = Counter("predictions", "Records scored", registry=self.metrics)
         self.serving = Gauge("serving_version", "Model version being served", registry=self.metrics)
         self.board = Board(source)
+        self.drift = Gauge(
+            "drift",
+            "PSI of a feature's values since the version loaded, against its training data",
+            ["feature"],
+            registry=self.metrics,
+        )
+        self.prediction_drift = Gauge(
+            "prediction_drift", "PSI of the predictions against the holdout's",
+            registry=self.metrics,
+        )  # fmt: skip
+        self.drift_rows = Gauge(
+            "drift_rows", "Rows the inference log holds for the served version since it loaded",
+            registry=self.metrics,
+        )  # fmt: skip
+        self.watched: Any = None  # drift.LoggedDrift of the served version, once scraped
         self.api = self.build_api()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -536,6 +551,36 @@ class Service:
                 known = self.explainer_for = (loaded, made)
             return known[1]
 
+
+    def measure_drift(self, loaded: Loaded) -> None:
+        """Set the drift gauges from the inference log, for a registry version with a reference;
+        a log that cannot be read leaves them as they were."""
+        if self.source.registry is None or loaded.reference is None:
+            return
+        from .drift import LoggedDrift  # pandas: a cost for the first scrape, not for startup
+
+        if self.watched is None or self.watched.version != loaded.version:
+            registry = self.source.registry
+            self.drift.clear()
+            self.watched = LoggedDrift(
+                registry.fs,
+                registry.root,
+                loaded.version,
+                loaded.loaded_at,
+                loaded.reference,
+                loaded.contract,
+            )
+        try:
+            figures = self.watched.update()
+        except Exception:
+            log.exception("could not read the inference log for the drift gauges")
+            return
+        self.drift_rows.set(figures["rows"])
+        for feature, value in figures["drift"].items():
+            self.drift.labels(feature).set(math.nan if value is None else value)
+        value = figures["prediction_drift"]
+        self.prediction_drift.set(math.nan if value is None else value)
+
     def request_model(self, loaded: Loaded) -> RequestModel:
         """The request model of the served version's contract, built once per version."""
         known = self.requests_for
@@ -582,6 +627,7 @@ class Service:
         )
         async def prometheus() -> Response:
             self.serving.set(source.current.version or 0)
+            await asyncio.to_thread(self.measure_drift, source.current)
             return Response(generate_latest(self.metrics), media_type=CONTENT_TYPE_LATEST)
 
         @api.get(

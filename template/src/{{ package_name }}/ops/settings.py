@@ -25,6 +25,7 @@ class Settings:
     registry: str
     model_file: Path  # the trained pipeline, an output of dvc.yaml's train stage
     holdout_file: Path  # the rows every candidate and the production model are compared on
+    train_file: Path  # the rows the model learned from: the reference drift is measured against
     reports_dir: Path
 
 
@@ -45,6 +46,7 @@ def load(project_dir: Path | None = None) -> Settings:
         registry=registry,
         model_file=project_dir / ours.get("model-file", "models/model.joblib"),
         holdout_file=project_dir / ours.get("holdout-file", "data/prepared/holdout.parquet"),
+        train_file=project_dir / ours.get("train-file", "data/prepared/train.parquet"),
         reports_dir=project_dir / ours.get("reports-dir", "reports"),
     )
 

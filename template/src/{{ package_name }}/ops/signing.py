@@ -2,8 +2,8 @@
 
 A role's private key is held where its action happens: CI's publish key signs `published` records
 and the manifests of the bundles it builds; the protected deploy environment's key signs
-`promoted` and `rolled_back`. Records that change no stage (`scored`, `reproduced`,
-`keys_changed`, `collected`) may be signed by any trusted key.
+`promoted` and `rolled_back`. Records that change no stage (`scored`, `reproduced`, `monitored`,
+`collected`, `keys_changed`) may be signed by any trusted key.
 
 Trust lives in the project, not in the registry: `trust/keys.json` lists the public keys, their
 role, and for a retired key the last record it could sign. Trusting a new key is a reviewed,
