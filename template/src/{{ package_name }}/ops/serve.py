@@ -551,7 +551,6 @@ class Service:
                 known = self.explainer_for = (loaded, made)
             return known[1]
 
-
     def measure_drift(self, loaded: Loaded) -> None:
         """Set the drift gauges from the inference log, for a registry version with a reference;
         a log that cannot be read leaves them as they were."""
