@@ -233,6 +233,12 @@ def score(session: nox.Session) -> None:
 
 
 @nox.session
+def feedback(session: nox.Session) -> None:
+    """Attach actual outcomes to logged predictions: `-- LABELS_FILE [--key COLUMN]`."""
+    ops(session, "feedback")
+
+
+@nox.session
 def monitor(session: nox.Session) -> None:
     """Drift, live performance, volumes and job durations against params.yaml's thresholds."""
     ops(session, "monitor")

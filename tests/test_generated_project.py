@@ -141,6 +141,7 @@ def test_the_serving_benchmark_runs(generated):
     figures = json.loads((project / "build" / "bench" / "serving.json").read_text())
     served = figures["servers"]["lab2prod"]
     assert served["c1"]["requests"] > 0 and served["c8"]["failed"] == 0
+    assert figures["inference_log"]["off_requests_per_s"] > 0  # the service without its log
     assert figures["swaps"]["versions_served"] == [1, 2, 1] and figures["swaps"]["failed"] == 0
     assert [batch["rows"] for batch in figures["batch"]] == [3000]
     assert run("git", "status", "--porcelain", cwd=project).stdout == ""

@@ -8,7 +8,9 @@ rows scored + rows rejected, always. A file that cannot be read as a whole (empt
 row with more or fewer fields than the header, a cut Parquet file) is refused with a `BatchError`
 and writes nothing: outputs are written under temporary names beside the target and renamed when
 the whole input was read; an error, Ctrl-C or SIGTERM removes them, and the next run removes those
-of runs that were killed outright.
+of runs that were killed outright. With an inference log, each chunk's scored rows are written to
+it as they are scored, under the run's id, each with its position in the file (0-based); the
+log is complete when `score` returns.
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ from tqdm import tqdm
 from ..contract import Contract, ContractError
 from . import explain, storage
 from .explain import Explainer
-from .models import Loaded
+from .inference import InferenceLog
+from .models import Answers, Loaded
 
 FORMATS = (".csv", ".parquet")
 
@@ -227,7 +230,9 @@ def score(
     rejects: Path,
     chunk_rows: int,
     explainer: Explainer | None = None,
+    inference: tuple[InferenceLog, str] | None = None,
 ) -> Counts:
+    """Score `source` into `target`; `inference`: the log and the run's id to record rows under."""
     if chunk_rows < 1:
         raise BatchError("--chunk-rows must be at least 1")
     if source.resolve() == target.resolve():
@@ -249,7 +254,7 @@ def score(
             file=sys.stderr,
         )
     # The CLI turns SIGTERM into KeyboardInterrupt, which removes the temporaries as Ctrl-C does.
-    return score_chunks(model, source, target, rejects, chunk_rows, explainer)
+    return score_chunks(model, source, target, rejects, chunk_rows, explainer, inference)
 
 
 def score_chunks(
@@ -258,7 +263,8 @@ def score_chunks(
     target: Path,
     rejects: Path,
     chunk_rows: int,
-    explainer: Explainer | None = None,
+    explainer: Explainer | None,
+    inference: tuple[InferenceLog, str] | None,
 ) -> Counts:
     counts = Counts()
     scored, rejected = ChunkWriter(target), ChunkWriter(rejects)
@@ -279,8 +285,14 @@ def score_chunks(
                 rejected.write(rows)
             good = chunk[~bad].copy()
             if len(good):
-                answered = with_answers(model, good)
+                typed = model.contract.typed(good, with_target=False)
+                answers = model.score(model.contract.model_inputs(typed))
+                answered = with_answers(model, good, answers)
                 scored.write(with_contributions(explainer, answered) if explainer else answered)
+                if inference is not None:
+                    log, run_id = inference
+                    positions = counts.rows_in + np.flatnonzero(~bad)
+                    log.batch(model, run_id, positions, typed, *answers)
             counts.rows_in += len(chunk)
             counts.rows_scored += len(good)
             counts.rows_rejected += int(bad.sum())
@@ -304,12 +316,9 @@ def answer_columns(model: Loaded) -> list[str]:
     return ["prediction", *(f"probability_{label}" for label in model.classes), "model_version"]
 
 
-def with_answers(model: Loaded, rows: pd.DataFrame) -> pd.DataFrame:
+def with_answers(model: Loaded, rows: pd.DataFrame, answers: Answers) -> pd.DataFrame:
     """The rows, with the model's answers and version in new columns."""
-    contract = model.contract
-    labels, probabilities = model.score(
-        contract.model_inputs(contract.typed(rows, with_target=False))
-    )
+    labels, probabilities = answers
     rows["prediction"] = labels
     for position, label in enumerate(model.classes):
         rows[f"probability_{label}"] = probabilities[:, position]

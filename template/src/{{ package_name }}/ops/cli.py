@@ -11,6 +11,7 @@ monitor    drift, live performance, volumes and job durations of the serving ver
 schema     infer the input contract (schema.py) from a data file, and say why
 keys       list the trusted signing keys; make, rotate or retire one
 gc         remove what no recorded version needs (a dry run unless --apply)
+feedback   attach actual outcomes to logged predictions, by request id or a key column
 """
 
 from __future__ import annotations
@@ -394,18 +395,22 @@ def gc(args: argparse.Namespace, settings: Settings) -> int:
 
 def serve(args: argparse.Namespace, settings: Settings) -> int:
     from . import serve
-    from .models import NoVersion, serving_version
+    from .inference import check_excluded
+    from .models import NoVersion, contract_of, serving_version
 
     serve.refuse_an_open_door(args)
     # Fail here, with advice, rather than in every worker.
     if args.bundle:
-        bundle_file(args, settings)
+        served = bundle_file(args, settings)[0]
     else:
         try:
             registry = open_registry(settings)
-            registry.bundle(serving_version(registry, args.stage))
+            served = Bundle.open(registry.bundle(serving_version(registry, args.stage)))
         except NoVersion as error:
             raise Refused(str(error)) from None
+    if settings.inference_log:
+        check_excluded(contract_of(served), settings.inference_log_exclude)
+    os.environ["LAB2PROD_SERVE_PROJECT"] = str(settings.project_dir)  # where workers log
     serve.run(args, stage=args.stage, bundle=args.bundle, poll_seconds=args.poll_seconds)
     return 0
 
@@ -423,8 +428,11 @@ def bundle_file(args: argparse.Namespace, settings: Settings) -> tuple[Bundle, b
 
 
 def score(args: argparse.Namespace, settings: Settings) -> int:
+    import uuid
+
     from . import batch
     from .audit import sha256
+    from .inference import InferenceLog, check_excluded
     from .models import NoVersion, load, load_stage
 
     source, target = Path(args.input), Path(args.output)
@@ -443,8 +451,20 @@ def score(args: argparse.Namespace, settings: Settings) -> int:
     explainer = None
     if args.explain:
         explainer = explainer_of(opened if args.bundle else None, model, registry)
+    inference = InferenceLog.of(settings, registry.fs, registry.root)
+    run_id = uuid.uuid4().hex if inference else None
+    if inference:
+        check_excluded(model.contract, settings.inference_log_exclude)
     try:
-        counts = batch.score(model, source, target, rejects, args.chunk_rows, explainer)
+        counts = batch.score(
+            model,
+            source,
+            target,
+            rejects,
+            args.chunk_rows,
+            explainer,
+            inference and (inference, run_id),
+        )
     except (batch.BatchError, FileNotFoundError) as error:
         raise Refused(str(error)) from None
     details = {
@@ -461,11 +481,29 @@ def score(args: argparse.Namespace, settings: Settings) -> int:
         "rows_scored": counts.rows_scored,
         "rows_rejected": counts.rows_rejected,
         **timed(args),
+        "inference_run_id": run_id,
     }
     registry.record("scored", current_actor(args.actor, settings), details, signer)
     print(
         f"scored {counts.rows_scored} of {counts.rows_in} rows with version {model.version} "
         f"into {target}; {counts.rows_rejected} rejected into {rejects}"
+    )
+    if run_id:
+        print(f"inference log: the rows are logged under request id {run_id}")
+    return 0
+
+
+def feedback(args: argparse.Namespace, settings: Settings) -> int:
+    from . import science
+    from .inference import record_feedback
+
+    registry = open_registry(settings)
+    result = record_feedback(
+        registry.fs, registry.root, science.contract(), Path(args.labels), args.key, args.actual
+    )
+    print(
+        f"feedback: {result.matched} of {result.given} labels matched logged predictions; "
+        f"{result.written} outcome(s) appended to {result.path}"
     )
     return 0
 
@@ -713,6 +751,15 @@ def parser() -> argparse.ArgumentParser:
     sub.add_argument("--positive", help="binary: the class to flag (default: 1, true or rarer)")
     sub.add_argument("--margin", type=float, default=0.5,
                      help="ranges are widened by this share of their observed span")  # fmt: skip
+
+    sub = verb("feedback", feedback, "attach actual outcomes to logged predictions")
+    sub.add_argument("labels", help="a CSV or Parquet file of actual outcomes")
+    sub.add_argument(
+        "--key",
+        metavar="COLUMN",
+        help="match on this pass-through column instead of request_id (and row, default 0)",
+    )
+    sub.add_argument("--actual", metavar="COLUMN", help="the outcome column (default: the target)")
 
     sub = verb("reproduce", reproduce, "rebuild a version and compare it with the record")
     sub.add_argument("--version", type=int, required=True)

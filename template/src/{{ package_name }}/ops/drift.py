@@ -218,7 +218,7 @@ class LoggedDrift:
             paths = inference.files(self.fs, self.root, self.since, datetime.now(UTC), self.version)
             for path in paths:
                 if path not in self.read:
-                    frame = inference.frames(self.fs, [path])
+                    frame = inference.read_files(self.fs, [path], None)
                     self.profile.add(frame[frame["time"] >= self.since])
                     self.read.add(path)
             return self.profile.psi()

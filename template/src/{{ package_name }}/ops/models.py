@@ -116,9 +116,14 @@ def serving_model(bundle: Bundle, contract: Contract) -> Model:
     return PipelineModel(bundle.load_model(), contract.target.task)
 
 
+def contract_of(bundle: Bundle) -> Contract:
+    """The contract the bundle's model was trained with."""
+    return from_json(json.loads(bundle.members[SCHEMA_MEMBER]))
+
+
 def load(bundle: Bundle, version: int | None) -> Loaded:
     """The model of a bundle whose origin was verified: registry or `bundle.verified`."""
-    contract = from_json(json.loads(bundle.members[SCHEMA_MEMBER]))
+    contract = contract_of(bundle)
     classes = tuple(bundle.manifest.get("classes", contract.target.classes))
     model = serving_model(bundle, contract)
     loaded = Loaded(version, model, bundle.manifest, contract, classes, bundle.reference())

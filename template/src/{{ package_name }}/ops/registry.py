@@ -94,10 +94,16 @@ class Registry:
         self, url: str, model_name: str, trust: Trust, anchors: Anchors | None = None
     ) -> None:
         self.url = url
-        self.fs, root = fsspec.core.url_to_fs(url)
-        self.root = f"{root.rstrip('/')}/{model_name}"
+        self.fs, self.root = self.location(url, model_name)
         self.log = AuditLog(self.fs, f"{self.root}/log", trust, genesis(model_name))
         self.anchors = anchors
+
+    @staticmethod
+    def location(url: str, model_name: str) -> tuple[fsspec.AbstractFileSystem, str]:
+        """The filesystem of a registry, and the folder of a model's bundles, log and
+        inference log in it."""
+        fs, root = fsspec.core.url_to_fs(url)
+        return fs, f"{root.rstrip('/')}/{model_name}"
 
     def bundle_path(self, digest: str) -> str:
         return f"{self.root}/bundles/{digest}.zip"

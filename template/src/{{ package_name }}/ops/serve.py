@@ -9,6 +9,8 @@ background thread watches the stage; when a deploy or a rollback changes it, the
 loaded, verified and warmed, then swapped in with one assignment, so requests in flight finish on
 the model they started with. A log that stops verifying (cut, rewritten, signed by an untrusted
 key) is not followed: the service keeps its verified model and reports itself not ready.
+What /predict scored, and each request it refused, goes to the inference log (`inference.py`)
+without waiting for it; every reply carries its request id in `X-Request-ID`.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import functools
 import gc
 import hmac
 import ipaddress
+import itertools
 import json
 import logging
 import math
@@ -27,7 +30,9 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,6 +48,7 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
@@ -51,6 +57,7 @@ from .anchor import Head
 from .audit import AuditError
 from .bundle import Bundle, verified
 from .explain import Explainer, Unexplainable
+from .inference import InferenceLog
 from .models import Inputs, Loaded, load, serving_version
 from .registry import Registry, open_registry
 from .signing import Trust, load_trust, project_trust
@@ -72,6 +79,11 @@ SEND_JSON = "send the records as JSON, with the header `Content-Type: applicatio
 NOT_FINITE = {"nan": "NaN", "inf": "Infinity", "-inf": "-Infinity"}
 # Set in a request's scope by `Deadlines` when its body stopped arriving: the seconds waited.
 BODY_STALLED = "lab2prod.body_stalled"
+MAX_REQUEST_ID = 128
+# The ids the service gives requests: this process's random prefix and a count, unique without
+# drawing randomness from the system for every request.
+ID_PREFIX = uuid.uuid4().hex[:16]
+ID_COUNT = itertools.count()
 
 
 @dataclass(frozen=True)
@@ -345,6 +357,11 @@ async def read_body(receive: Callable[[], Awaitable[dict]]) -> bytes:
 
 def parse_records(body: bytes, request: RequestModel) -> Inputs:
     """Model inputs from one record or a list of them; 400 or 422 naming the field."""
+    return request.inputs(validated_records(body, request))
+
+
+def validated_records(body: bytes, request: RequestModel) -> list[BaseModel]:
+    """One record or a list of them, validated; 400 or 422 naming the field."""
     many = body.lstrip()[:1] == b"["
     try:
         records = (request.many if many else request.one).validate_json(body)
@@ -358,7 +375,22 @@ def parse_records(body: bytes, request: RequestModel) -> Inputs:
         records = [records]
     if not records or len(records) > MAX_RECORDS:
         raise Refusal(422, f"send between 1 and {MAX_RECORDS} records")
-    return request.inputs(records)
+    return records
+
+
+def request_id_of(scope: dict) -> str:
+    """The client's X-Request-ID when it is usable as one (printable ASCII, not too long), else
+    a new one."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            if (
+                0 < len(value) <= MAX_REQUEST_ID
+                and value.isascii()
+                and value.decode().isprintable()
+            ):
+                return value.decode()
+            break
+    return f"{ID_PREFIX}{next(ID_COUNT):016x}"
 
 
 def answers(loaded: Loaded, labels: np.ndarray, probabilities: np.ndarray | None) -> list[dict]:
@@ -407,8 +439,10 @@ class Service:
     and the OpenAPI document, in which /predict is described by hand.
     """
 
-    def __init__(self, source: Source, token: str | None) -> None:
-        self.source, self.token = source, token
+    def __init__(
+        self, source: Source, token: str | None, inference: InferenceLog | None = None
+    ) -> None:
+        self.source, self.token, self.inference = source, token, inference
         self.batcher = Batcher()
         self.requests_for: tuple[Loaded, RequestModel] | None = None
         self.explainer_for: tuple[Loaded, Explainer | Unexplainable] | None = None
@@ -442,6 +476,8 @@ class Service:
             registry=self.metrics,
         )  # fmt: skip
         self.watched: Any = None  # drift.LoggedDrift of the served version, once scraped
+        if inference is not None:
+            self.metrics.register(LogCounts(inference))
         self.api = self.build_api()
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
@@ -450,19 +486,25 @@ class Service:
             return
         started = time.perf_counter()
         status = 500
+        path = scope["path"]
+        request_id = request_id_of(scope) if path == "/predict" else None
 
         async def send_and_note(message: dict) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                if request_id is not None:
+                    message["headers"] = [
+                        *message["headers"],
+                        (b"x-request-id", request_id.encode()),
+                    ]
             await send(message)
 
-        path = scope["path"]
         body = Body(scope, receive)
         try:
             headers = self.check(scope)
             if path == "/predict":
-                await self.predict(scope, headers, body, send_and_note)
+                await self.predict(scope, headers, body, send_and_note, request_id, started)
             elif path == "/explain":
                 await self.explain(scope, headers, body, send_and_note)
             else:
@@ -473,7 +515,12 @@ class Service:
         finally:
             label = path if path in KNOWN_PATHS else "other"
             self.requests.labels(label, str(status)).inc()
-            self.latency.labels(label).observe(time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self.latency.labels(label).observe(elapsed)
+            if request_id is not None and status != 200 and self.inference is not None:
+                # A refused request: one row, its status and no inputs.
+                when = time.time_ns() // 1000
+                self.inference.add(self.source.current, request_id, when, status, elapsed * 1000)
 
     def check(self, scope: dict) -> dict[bytes, bytes]:
         """Refuse a missing or wrong token, or a body declared too large, before reading it; the
@@ -493,15 +540,26 @@ class Service:
         return headers
 
     async def predict(
-        self, scope: dict, headers: dict[bytes, bytes], receive: Any, send: Any
+        self,
+        scope: dict,
+        headers: dict[bytes, bytes],
+        receive: Any,
+        send: Any,
+        request_id: str,
+        started: float,
     ) -> None:
         if scope["method"] != "POST":
             raise Refusal(405, "use POST", {"Allow": "POST"})
         check_json(headers.get(b"content-type"))
         loaded = self.source.current
-        inputs = parse_records(await read_body(receive), self.request_model(loaded))
-        predictions = await self.batcher.score(loaded, inputs)
+        request = self.request_model(loaded)
+        records = validated_records(await read_body(receive), request)
+        predictions = await self.batcher.score(loaded, request.inputs(records))
         self.predictions.inc(len(predictions))
+        if self.inference is not None:
+            # References only: the writer's thread makes the rows.
+            when, latency = time.time_ns() // 1000, (time.perf_counter() - started) * 1000
+            self.inference.add(loaded, request_id, when, 200, latency, records, predictions)
         reply = {"model_version": loaded.version, "predictions": predictions}
         await Response(json.dumps(reply).encode(), media_type="application/json")(
             scope, receive, send
@@ -588,7 +646,18 @@ class Service:
         return known[1]
 
     def build_api(self) -> FastAPI:
-        api = FastAPI(title="model service", description=__doc__)
+        inference = self.inference
+
+        @asynccontextmanager
+        async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+            if inference is not None:
+                inference.start()
+            yield
+            if inference is not None:
+                # On shutdown (SIGTERM, Ctrl-C): what is queued is written before the exit.
+                await asyncio.to_thread(inference.close)
+
+        api = FastAPI(title="model service", description=__doc__, lifespan=lifespan)
         source = self.source
 
         @api.get("/health")
@@ -644,6 +713,23 @@ class Service:
             source.current
         ))  # fmt: skip
         return api
+
+
+class LogCounts:
+    """The inference log's counts as Prometheus counters, read when /metrics is asked."""
+
+    def __init__(self, inference: InferenceLog) -> None:
+        self.inference = inference
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        for name, text, value in (
+            ("inference_log_rows", "Rows written to the inference log", self.inference.logged),
+            ("inference_log_dropped_rows", "Rows dropped: the log's queue was full",
+             self.inference.dropped),
+            ("inference_log_write_failures", "Writes of the inference log that failed",
+             self.inference.failures),
+        ):  # fmt: skip
+            yield CounterMetricFamily(name, text, value=value)
 
 
 def describe(api: FastAPI, bearer: bool, requests: Callable[[], RequestModel]) -> None:
@@ -825,12 +911,14 @@ def app_from_environment() -> Service:
     from . import settings
 
     bundle_file = os.environ.get("LAB2PROD_SERVE_BUNDLE") or None
-    registry, bundle = None, None
+    registry, bundle, inference = None, None, None
     if bundle_file is None:
         # The image's trust/head.json is as old as the image: a head known since comes here.
         expected = os.environ.get("LAB2PROD_EXPECT_HEAD")
         heads = [Head.expected(expected)] if expected else []
-        registry = open_registry(settings.load(), heads, remember=False)
+        config = settings.load()
+        registry = open_registry(config, heads, remember=False)
+        inference = InferenceLog.of(config, registry.fs, registry.root)
     else:
         trust_unsigned = bool(os.environ.get("LAB2PROD_SERVE_TRUST_UNSIGNED"))
         # A bundle run as a program names its keys; in a project they are the project's.
@@ -849,4 +937,10 @@ def app_from_environment() -> Service:
     gc.freeze()
     if bundle_file is None:
         source.follow(float(os.environ.get("LAB2PROD_SERVE_POLL_SECONDS", "2")))
-    return Service(source, os.environ.get("LAB2PROD_TOKEN") or None)
+    project = os.environ.get("LAB2PROD_SERVE_PROJECT")
+    if bundle_file is not None and project:
+        # A bundle file served by the project's CLI logs to its registry, as version 0; a bundle
+        # run as a program has no registry to log to.
+        config = settings.load(Path(project))
+        inference = InferenceLog.of(config, *Registry.location(config.registry, config.model_name))
+    return Service(source, os.environ.get("LAB2PROD_TOKEN") or None, inference)

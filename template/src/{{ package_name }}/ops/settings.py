@@ -1,7 +1,11 @@
 """Where the registry lives and what the model is called: `[tool.lab2prod]` in pyproject.toml.
 
 `LAB2PROD_REGISTRY` overrides the registry location, so CI or a laptop can point the same
-project at another store without an edit.
+project at another store without an edit. `inference-log` (on by default) says whether the
+service and batch scoring record what they score, `inference-log-exclude` which input columns
+they leave out (personal data), `inference-log-flush-seconds` how often the service writes it;
+`LAB2PROD_INFERENCE_LOG=off` turns the log off where the data
+may not be kept, whatever the project says.
 """
 
 from __future__ import annotations
@@ -27,6 +31,9 @@ class Settings:
     holdout_file: Path  # the rows every candidate and the production model are compared on
     train_file: Path  # the rows the model learned from: the reference drift is measured against
     reports_dir: Path
+    inference_log: bool = True
+    inference_log_exclude: tuple[str, ...] = ()
+    inference_log_flush_seconds: float = 2.0  # at most what a crash loses
 
 
 def load(project_dir: Path | None = None) -> Settings:
@@ -48,7 +55,52 @@ def load(project_dir: Path | None = None) -> Settings:
         holdout_file=project_dir / ours.get("holdout-file", "data/prepared/holdout.parquet"),
         train_file=project_dir / ours.get("train-file", "data/prepared/train.parquet"),
         reports_dir=project_dir / ours.get("reports-dir", "reports"),
+        inference_log=inference_log(ours.get("inference-log", True)),
+        inference_log_exclude=excluded_columns(ours.get("inference-log-exclude", [])),
+        inference_log_flush_seconds=flush_seconds(ours.get("inference-log-flush-seconds", 2.0)),
     )
+
+
+def refused(message: str) -> Exception:
+    # Imported here: `audit` needs fsspec, and bundled.py imports this module with only the
+    # standard library installed.
+    from .audit import Refused
+
+    return Refused(message)
+
+
+SWITCH = {"on": True, "true": True, "1": True, "yes": True,
+          "off": False, "false": False, "0": False, "no": False}  # fmt: skip
+
+
+def inference_log(configured: Any) -> bool:
+    """Whether to keep the inference log: LAB2PROD_INFERENCE_LOG, else the project's setting."""
+    variable = os.environ.get("LAB2PROD_INFERENCE_LOG", "").strip().lower()
+    if variable:
+        if variable not in SWITCH:
+            raise refused(f"LAB2PROD_INFERENCE_LOG must be on or off, not {variable!r}")
+        return SWITCH[variable]
+    if not isinstance(configured, bool):
+        raise refused(f"[tool.lab2prod] inference-log must be true or false, not {configured!r}")
+    return configured
+
+
+def excluded_columns(configured: Any) -> tuple[str, ...]:
+    if not isinstance(configured, list) or not all(isinstance(n, str) for n in configured):
+        raise refused(
+            "[tool.lab2prod] inference-log-exclude must be a list of column names, "
+            f"not {configured!r}"
+        )
+    return tuple(configured)
+
+
+def flush_seconds(configured: Any) -> float:
+    if isinstance(configured, bool) or not isinstance(configured, int | float) or configured <= 0:
+        raise refused(
+            f"[tool.lab2prod] inference-log-flush-seconds must be a number above 0, not "
+            f"{configured!r}"
+        )
+    return float(configured)
 
 
 def add_server_options(parser: argparse.ArgumentParser) -> None:
