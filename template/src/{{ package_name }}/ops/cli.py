@@ -540,6 +540,13 @@ def monitor(args: argparse.Namespace, settings: Settings) -> int:
         print(f"monitor: nothing broke in {args.stage}")
         return 0
     print("\n".join(f"BREACH {line}" for line in lines))
+    notify(
+        settings,
+        "monitor_breach",
+        f"{args.stage}: {len(lines)} monitoring threshold(s) breached",
+        lines,
+        {"stage": args.stage, "window": details["window"], "breaches": details["breaches"]},
+    )
     return 1
 
 
