@@ -109,7 +109,7 @@ def build(
     ]
     if rejected:
         limits.append(
-            f"{rejected:,} of {read:,} raw rows ({quality['rejected_share']:.1%}) broke the "
+            f"{rejected:,} of {read:,} raw rows ({format(quality['rejected_share'], '.1%')}) broke the "
             "contract and were set aside before training: data like them was never learnt from."
         )
     if target.task.is_classification:

@@ -138,7 +138,7 @@ def kept_commits(settings: Settings, state: State, going: set[int]) -> list[str]
     })  # fmt: skip
     for commit in commits:
         try:
-            git(settings, "cat-file", "-e", f"{commit}^{{commit}}")
+            git(settings, "cat-file", "-e", commit + "^{commit}")
         except CommandError:
             raise Refused(
                 f"commit {commit[:12]}, which a recorded version was built from, is not in this "

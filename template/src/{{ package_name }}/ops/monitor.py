@@ -298,7 +298,7 @@ def summary_lines(details: dict[str, Any], min_rows: int) -> list[str]:
         worst = max(drifted.items(), key=lambda item: item[1], default=None)
         parts = [
             f"version {version}: {figures['requests']} requests, {figures['rows']} rows, "
-            f"{figures['errors']} refused ({figures['error_rate']:.1%})"
+            f"{figures['errors']} refused ({format(figures['error_rate'], '.1%')})"
         ]
         if latency:
             parts.append(f"latency p50 {latency['p50']} ms p99 {latency['p99']} ms")
