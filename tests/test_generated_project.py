@@ -100,8 +100,17 @@ def test_ci_files_match_the_answer_and_validate(project):
             continue
         validate_ci(project, provider)
         text = "\n".join(path.read_text() for path in paths)
-        for session in ("check-lock", "lint", "tests", "status", "retrain", "deploy", "score",
-                        "monitor", "dashboard"):
+        for session in (
+            "check-lock",
+            "lint",
+            "tests",
+            "status",
+            "retrain",
+            "deploy",
+            "score",
+            "monitor",
+            "dashboard",
+        ):
             assert f"nox@2026.10.20 -s {session}" in text
         if provider == "github":
             # Every job sets up the environment with the project's own action.

@@ -109,8 +109,9 @@ def build(
     ]
     if rejected:
         limits.append(
-            f"{rejected:,} of {read:,} raw rows ({format(quality['rejected_share'], '.1%')}) broke the "
-            "contract and were set aside before training: data like them was never learnt from."
+            f"{rejected:,} of {read:,} raw rows ({format(quality['rejected_share'], '.1%')}) "
+            "broke the contract and were set aside before training: data like them was never "
+            "learnt from."
         )
     if target.task.is_classification:
         limits.append(
