@@ -51,6 +51,7 @@ class Plan:
     dvc_objects: int = 0
     dvc_bytes: int = 0
     dvc_remote_objects: int = 0
+    kept_commits: list[str] = field(default_factory=list)  # whose DVC objects stay
 
     @property
     def total_bytes(self) -> int:
@@ -178,13 +179,18 @@ def dvc_collect(settings: Settings, commits: list[str], cloud: bool, apply: bool
     return objects, size_of, remote_objects
 
 
-def plan(
-    settings: Settings, registry: Registry, state: State, now: datetime, cloud: bool, apply: bool
-) -> Plan:
-    """What goes (DVC's part is removed here already when `apply`: nothing in the log needs it)."""
+def plan(settings: Settings, registry: Registry, state: State, now: datetime, cloud: bool) -> Plan:
+    """What goes; nothing is removed."""
     bundles_days, inference_days = retention(settings)
     result = Plan()
-    for number in collectable(state, now - timedelta(days=bundles_days)):
+    try:
+        bundles_cut, logs_cut = (
+            now - timedelta(days=bundles_days),
+            now - timedelta(days=inference_days),
+        )
+    except OverflowError:
+        raise Refused("retention days in params.yaml reach before the year 1: keep fewer") from None
+    for number in collectable(state, bundles_cut):
         result.versions[number] = state.versions[number]["bundle_sha256"]
     # Bundles of versions collected before are still here if a run stopped half-way.
     gone = [state.versions[number]["bundle_sha256"] for number in state.collected]
@@ -192,16 +198,16 @@ def plan(
         path = registry.bundle_path(digest)
         if registry.fs.exists(path):
             result.bundles[path] = size(registry, path)
-    cut = (now - timedelta(days=inference_days)).date()
+    cut = logs_cut.date()
     for folder in LOG_FOLDERS:
         for day, path in old_days(registry, folder, cut):
             result.days.setdefault(folder, []).append(day)
             result.day_folders[path] = size(registry, path)
     result.orphans = {path: size(registry, path) for path in orphan_bundles(registry, state, now)}
     result.leftovers = {path: path.stat().st_size for path in local_leftovers(settings, registry)}
-    commits = kept_commits(settings, state, set(result.versions))
+    result.kept_commits = kept_commits(settings, state, set(result.versions))
     result.dvc_objects, result.dvc_bytes, result.dvc_remote_objects = dvc_collect(
-        settings, commits, cloud, apply
+        settings, result.kept_commits, cloud, apply=False
     )
     return result
 
@@ -219,7 +225,7 @@ def collect(
     started = time.monotonic()
     now = now or datetime.now(UTC)
     state = registry.state()
-    result = plan(settings, registry, state, now, cloud, apply=signer is not None)
+    result = plan(settings, registry, state, now, cloud)
     if signer is None or result.empty:
         return result
     details: dict[str, Any] = {
@@ -240,6 +246,8 @@ def collect(
         return details | {"duration_seconds": round(time.monotonic() - started, 3)}
 
     registry.record("collected", actor, decide, signer)
+    # Only once the log says what goes, so a deploy that raced this run keeps its data.
+    dvc_collect(settings, result.kept_commits, cloud, apply=True)
     for path in [*result.day_folders, *result.orphans, *result.bundles]:
         registry.fs.rm(path, recursive=True)
     for path in result.leftovers:

@@ -19,7 +19,7 @@ from io import BytesIO
 from typing import Any
 
 from . import card, report
-from .audit import AuditError, Record
+from .audit import AuditError, Record, Refused
 from .bundle import BundleError
 from .registry import DEFAULT_STAGE, Registry, State, fold
 
@@ -131,13 +131,14 @@ def serving_history(records: list[Record], stage: str) -> list[tuple[float, floa
 
 
 def daily_volumes(runs: list[Record]) -> list[tuple[float, float, float]]:
-    """Rows and errors per day over every version; a later run's count of a day replaces an
-    earlier one's (windows overlap)."""
+    """Rows and errors per day over every version. Windows overlap and cut days in two, and the
+    log only grows, so a day's largest count is the most complete."""
     days: dict[str, dict[str, tuple[int, int]]] = {}
     for record in runs:
         for version, figures in record.details.get("versions", {}).items():
             for day in figures.get("daily", []):
-                days.setdefault(day["day"], {})[version] = (day["rows"], day["errors"])
+                counted = days.setdefault(day["day"], {})
+                counted[version] = max(counted.get(version, (0, 0)), (day["rows"], day["errors"]))
     return [
         (
             day_number(day),
@@ -245,11 +246,12 @@ def monitoring_section(runs: list[Record], serving: int | None) -> str:
         verdict = '<p class="ok">The last check found nothing out of bounds.</p>'
     figures = latest.get("versions", {}).get(str(serving)) if serving else None
     figures = figures or next(iter(latest.get("versions", {}).values()), {})
-    drift = figures.get("drift") or {}
-    limit = next(
-        (b["threshold"] for b in breaches if b.get("kind") == "input_drift" and "threshold" in b),
-        None,
-    )
+    # A feature with no rows in the window (or left out of the log) has no figure.
+    measured = (figures.get("drift") or {}).items()
+    drift = {name: value for name, value in measured if value is not None}
+    limits = latest.get("thresholds", {})
+    limit = limits.get("drift_psi")
+    rows, enough = figures.get("rows", 0), limits.get("min_rows", 0)
     drift_chart = (
         report.bar_chart(
             sorted(drift.items(), key=lambda item: (-item[1], item[0])),
@@ -259,6 +261,13 @@ def monitoring_section(runs: list[Record], serving: int | None) -> str:
         if drift
         else "<p>No drift figures in the last check.</p>"
     )
+    if drift and rows < enough:
+        drift_chart = (
+            f"<p>Only {rows:,} records so far, fewer than the {enough:,} monitoring waits for "
+            "before it judges drift: read these bars as a first sign, not a verdict.</p>"
+            + drift_chart
+        )
+    above = f"above {report.number(limit)}" if limit is not None else "well above 0.1"
     volumes = daily_volumes(runs)
     volume_chart = (
         report.column_chart(volumes, "records per day", ticks([x for x, _, _ in volumes]))
@@ -283,7 +292,7 @@ def monitoring_section(runs: list[Record], serving: int | None) -> str:
 {escape(str(window.get("end", "?"))[:10])}.</p>{verdict}
 <h3>Has the input changed since training?</h3>
 <p>Each bar compares what the model receives now with what it learnt from, for one input. Below
-0.1 little has changed; above 0.25 the model sees data unlike its training data, and its answers
+0.1 little has changed; {above} the model sees data unlike its training data, and its answers
 deserve a check (a red bar is over the limit).</p>{drift_chart}
 <h3>How much it is used</h3><p>Records scored per day, with those refused in red.</p>{volume_chart}
 <h3>Refused requests</h3><p>Share of requests refused, at each check.</p>
@@ -303,7 +312,7 @@ def version_cards(registry: Registry, records: list[Record], state: State) -> st
         notes = "; ".join(gate.get("reasons", [])) or gate.get("note", "")
         try:
             described = read_card(registry, version, state)
-        except (AuditError, BundleError, zipfile.BadZipFile, ValueError) as error:
+        except (AuditError, BundleError, Refused, zipfile.BadZipFile, ValueError) as error:
             described, body = None, f"<p>Its bundle cannot be read: {escape(str(error))}</p>"
         else:
             body = (

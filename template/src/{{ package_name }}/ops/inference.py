@@ -452,6 +452,18 @@ def actual_values(
     return pa.array(parsed, pa.float64(), from_pandas=True)
 
 
+def row_numbers(raw: pd.Series, path: Path) -> np.ndarray:
+    """The `row` column: whole numbers from 0, each naming a record of its request."""
+    numbers = pd.to_numeric(raw, errors="coerce")
+    bad = np.flatnonzero(~(numbers.notna() & (numbers >= 0) & (numbers % 1 == 0)).to_numpy())
+    if len(bad):
+        raise Refused(
+            f"{path}: row {bad[0] + 1}, row: {raw.iloc[bad[0]]!r} is not a record's position "
+            "in its request (a whole number from 0)"
+        )
+    return numbers.to_numpy(dtype="int64")
+
+
 def text(values: pd.Series) -> pd.Series:
     """Ids and keys as the log holds them: text (a whole number read as 3.0 is "3")."""
     if pd.api.types.is_float_dtype(values.dtype):
@@ -507,10 +519,7 @@ def record_feedback(
         matched["key_column"] = key
     else:
         given["request_id"] = text(labels["request_id"]).to_numpy()
-        given["row"] = (
-            pd.to_numeric(labels["row"], errors="coerce").fillna(0).astype("int64")
-            if "row" in labels.columns else 0
-        )  # fmt: skip
+        given["row"] = row_numbers(labels["row"], path) if "row" in labels.columns else 0
         logged = read(fs, root, columns=["request_id", "row"]).drop_duplicates()
         matched = given.merge(logged, on=["request_id", "row"])
         matched["key"] = None

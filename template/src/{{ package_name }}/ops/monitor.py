@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import statistics
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -48,18 +49,31 @@ def thresholds_from(params: dict[str, Any]) -> dict[str, Any]:
             f"params.yaml lacks monitor.{', monitor.'.join(missing)}: add the `monitor:` section "
             "the README shows (a project made before monitoring has none)"
         )
+    for name in THRESHOLDS:
+        value = section[name]
+        if (
+            isinstance(value, bool)
+            or not isinstance(value, int | float)
+            or not (math.isfinite(value) and value >= 0)
+        ):
+            raise Refused(
+                f"params.yaml: monitor.{name} must be a number of 0 or more, not {value!r}"
+            )
     return section
 
 
 def window(end: str | None, days: float) -> tuple[datetime, datetime]:
     """[end - days, end): `end` an ISO date or time (UTC unless it says), default now."""
-    if days <= 0:
-        raise Refused(f"--days must be above 0, not {days}")
+    if not (math.isfinite(days) and days > 0):
+        raise Refused(f"--days must be a number above 0, not {days}")
     try:
         until = contracts.parse_instant(end) if end else datetime.now(UTC)
     except ValueError:
         raise Refused(f"--end {end!r} is not an ISO 8601 date or time") from None
-    return until - timedelta(days=days), until
+    try:
+        return until - timedelta(days=days), until
+    except OverflowError:
+        raise Refused(f"--days {days:g} before --end reaches before the year 1") from None
 
 
 def percentile(values: pd.Series, share: float) -> float:
@@ -275,6 +289,7 @@ def monitor(
         "versions": {str(version): figure for version, figure in figures.items()},
         "jobs": jobs,
         "breaches": found,
+        "thresholds": {name: limits[name] for name in THRESHOLDS},
     }
 
 
