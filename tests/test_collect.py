@@ -215,6 +215,10 @@ def test_gc_keeps_what_served_and_frees_the_rest(crowded):
     assert refused.returncode == 2
     assert f"version {going[0]}'s bundle was removed by gc on {today}" in refused.stderr
     assert "it never served" in refused.stderr
+    # The dashboard still draws every card, and says which bundles went.
+    page = project.path / "reports" / "after-gc.html"
+    project.ops("dashboard", "--output", str(page))
+    assert f"version {going[0]}&#x27;s bundle was removed by gc on {today}" in page.read_text()
     project.ops("deploy", "--version", str(2 + SERVED_LATER[1]), "--approved-by", "Ada Lovelace")
     project.ops("rollback", "--approved-by", "Ada Lovelace", "--reason", "after gc")
     assert project.serving() == 2 + SERVED_LATER[0]

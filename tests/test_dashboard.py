@@ -73,8 +73,9 @@ for day in range(days):
     figures = {{
         "requests": 5000, "rows": 6000, "errors": 20, "error_rate": 0.002 + day % 7 / 1000,
         "latency_ms": {{"p50": 2.5, "p99": 8.0 + day % 4}},
-        "drift": {{name: 0.4 if last and i == 0 else 0.02 * (i % 5)
-                   for i, name in enumerate(features)}},
+        # The last feature has no figure in the last check, as one left out of the log.
+        "drift": {{name: 0.4 if last and i == 0 else None if last and name == features[-1]
+                   else 0.02 * (i % 5) for i, name in enumerate(features)}},
         "prediction_drift": 0.03,
         "live_metrics": {{name: 0.8 + day % 30 / 200 for name in METRICS[contract.target.task]}},
         "labelled_rows": 200,
@@ -89,6 +90,7 @@ for day in range(days):
         "jobs": {{"score": {{"last_seconds": 41.0, "median_seconds": 40.0}}}},
         "breaches": breaches if last else [],
         "duration_seconds": 30.0 + day % 11,
+        "thresholds": {{"drift_psi": 0.25, "min_rows": 500}},
     }}, signer)
 """
 
