@@ -228,7 +228,7 @@ def serve(session: nox.Session) -> None:
 
 @nox.session
 def score(session: nox.Session) -> None:
-    """Batch-score a file with the production version: `-- INPUT OUTPUT [--stage S]`."""
+    """Batch-score a file with the production version: `-- INPUT OUTPUT [--stage S] [--engine dask]`."""
     ops(session, "score")
 
 

@@ -11,6 +11,9 @@ the whole input was read; an error, Ctrl-C or SIGTERM removes them, and the next
 of runs that were killed outright. With an inference log, each chunk's scored rows are written to
 it as they are scored, under the run's id, each with its position in the file (0-based); the
 log is complete when `score` returns.
+
+`score_chunks` is the whole of scoring a stream of rows; this module feeds it one file, and
+`distributed.py` feeds it pieces of many files on a Dask cluster, so both give one verdict.
 """
 
 from __future__ import annotations
@@ -19,10 +22,10 @@ import csv
 import hashlib
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TextIO
+from typing import BinaryIO, TextIO
 
 import numpy as np
 import pandas as pd
@@ -51,7 +54,8 @@ class Counts:
     rows_rejected: int = 0
 
 
-def file_format(path: Path) -> str:
+def file_format(path: Path | str) -> str:
+    path = Path(path)
     if path.suffix not in FORMATS:
         raise BatchError(f"{path}: use a .csv or .parquet file, not {path.suffix or 'no suffix'}")
     return path.suffix
@@ -66,23 +70,31 @@ def chunks(path: Path, rows: int, contract: Contract) -> Iterator[pd.DataFrame]:
     if file_format(path) == ".csv":
         yield from csv_chunks(path, rows, contract)
         return
-    parquet = parquet_file(path)
-    if not parquet.metadata.num_rows:
+    yield from parquet_chunks(parquet_file(path), path, rows)
+
+
+def parquet_chunks(
+    parquet: pq.ParquetFile, name: Path | str, rows: int, row_groups: range | None = None
+) -> Iterator[pd.DataFrame]:
+    """The rows of a Parquet file (of `row_groups` only, when given), `rows` at a time."""
+    if not parquet.metadata.num_rows or (row_groups is not None and not row_groups):
         yield parquet.schema_arrow.empty_table().to_pandas()
     try:
-        for batch in parquet.iter_batches(batch_size=rows):
+        for batch in parquet.iter_batches(batch_size=rows, row_groups=row_groups):
             yield batch.to_pandas()
     except pa.ArrowException as error:
-        raise BatchError(f"{path}: not a readable Parquet file: {first_line(error)}") from None
+        raise BatchError(f"{name}: not a readable Parquet file: {first_line(error)}") from None
 
 
-def parquet_file(path: Path) -> pq.ParquetFile:
+def parquet_file(path: Path | BinaryIO, name: Path | str | None = None) -> pq.ParquetFile:
+    """`path`, or an open file named `name`."""
     try:
         # Read through a small buffer: prebuffering would hold whole row groups (a million rows
         # each by default) in memory, which grows with the file.
         return pq.ParquetFile(path, pre_buffer=False, buffer_size=1 << 20)
     except pa.ArrowException as error:
-        raise BatchError(f"{path}: not a readable Parquet file: {first_line(error)}") from None
+        reason = first_line(error)
+        raise BatchError(f"{name or path}: not a readable Parquet file: {reason}") from None
 
 
 def csv_chunks(path: Path, rows: int, contract: Contract) -> Iterator[pd.DataFrame]:
@@ -254,23 +266,38 @@ def score(
             file=sys.stderr,
         )
     # The CLI turns SIGTERM into KeyboardInterrupt, which removes the temporaries as Ctrl-C does.
-    return score_chunks(model, source, target, rejects, chunk_rows, explainer, inference)
+    progress = tqdm(total=total_rows(source), unit="rows", disable=not sys.stderr.isatty())
+    try:
+        return score_chunks(
+            model,
+            chunks(source, chunk_rows, model.contract),
+            source,
+            ChunkWriter(target),
+            ChunkWriter(rejects),
+            explainer,
+            inference,
+            progress=progress.update,
+        )
+    finally:
+        progress.close()
 
 
 def score_chunks(
     model: Loaded,
-    source: Path,
-    target: Path,
-    rejects: Path,
-    chunk_rows: int,
+    source_chunks: Iterable[pd.DataFrame],
+    source: Path | str,
+    scored: ChunkWriter,
+    rejected: ChunkWriter,
     explainer: Explainer | None,
     inference: tuple[InferenceLog, str] | None,
+    first_row: int = 0,
+    progress: Callable[[int], object] | None = None,
 ) -> Counts:
+    """Score chunks of `source` whose first is its row `first_row` (0-based), into `scored`
+    and `rejected`, which are committed when every chunk was scored and discarded otherwise."""
     counts = Counts()
-    scored, rejected = ChunkWriter(target), ChunkWriter(rejects)
-    progress = tqdm(total=total_rows(source), unit="rows", disable=not sys.stderr.isatty())
     try:
-        for chunk in chunks(source, chunk_rows, model.contract):
+        for chunk in source_chunks:
             try:
                 problems = model.contract.problems(chunk, with_target=False, allow_extra=True)
             except ContractError as error:
@@ -280,7 +307,7 @@ def score_chunks(
             bad[positions] = True
             if bad.any():
                 rows = chunk.iloc[positions].astype("string").reset_index(drop=True)
-                rows.insert(0, "row", counts.rows_in + positions + 1)
+                rows.insert(0, "row", first_row + counts.rows_in + positions + 1)
                 rows["reason"] = (problems["column"] + ": " + problems["problem"]).to_numpy()
                 rejected.write(rows)
             good = chunk[~bad].copy()
@@ -291,12 +318,13 @@ def score_chunks(
                 scored.write(with_contributions(explainer, answered) if explainer else answered)
                 if inference is not None:
                     log, run_id = inference
-                    positions = counts.rows_in + np.flatnonzero(~bad)
+                    positions = first_row + counts.rows_in + np.flatnonzero(~bad)
                     log.batch(model, run_id, positions, typed, *answers)
             counts.rows_in += len(chunk)
             counts.rows_scored += len(good)
             counts.rows_rejected += int(bad.sum())
-            progress.update(len(chunk))
+            if progress:
+                progress(len(chunk))
         explained = explain.column_names(explainer.features) if explainer else []
         scored.close(pd.DataFrame(columns=[*chunk.columns, *answer_columns(model), *explained]))
         rejected.close(pd.DataFrame(columns=["row", "reason"]))
@@ -307,8 +335,6 @@ def score_chunks(
         scored.discard()
         rejected.discard()
         raise
-    finally:
-        progress.close()
     return counts
 
 

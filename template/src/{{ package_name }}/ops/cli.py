@@ -433,10 +433,8 @@ def score(args: argparse.Namespace, settings: Settings) -> int:
     from . import batch
     from .audit import sha256
     from .inference import InferenceLog, check_excluded
-    from .models import NoVersion, load, load_stage
+    from .models import NoVersion, load, serving_version
 
-    source, target = Path(args.input), Path(args.output)
-    rejects = target.with_name(f"{target.stem}.rejects.csv")
     registry = open_registry(settings)
     signer = signing.signer_for("scored", settings.project_dir, registry.log.trust)
     bundle_sha256 = None
@@ -445,16 +443,31 @@ def score(args: argparse.Namespace, settings: Settings) -> int:
             opened, data = bundle_file(args, settings)
             model, bundle_sha256 = load(opened, None), sha256(data)
         else:
-            model = load_stage(registry, args.stage)
+            version = serving_version(registry, args.stage)
+            data = registry.bundle(version)  # checked against the signed record's sha256
+            opened = Bundle.open(data)
+            model = load(opened, version)
     except NoVersion as error:
         raise Refused(str(error)) from None
     explainer = None
     if args.explain:
-        explainer = explainer_of(opened if args.bundle else None, model, registry)
+        explainer = explainer_of(opened, model.contract)
     inference = InferenceLog.of(settings, registry.fs, registry.root)
     run_id = uuid.uuid4().hex if inference else None
     if inference:
         check_excluded(model.contract, settings.inference_log_exclude)
+    verified = {
+        "version": model.version,
+        "stage": None if args.bundle else args.stage,
+        "bundle_sha256": bundle_sha256,
+        "bundle_signature_checked": not args.trust_unsigned,
+    }
+    if args.engine == "dask":
+        return score_on_dask(args, settings, registry, signer, (data, model), inference, verified)
+    if any(given is not None for given in (args.scheduler, args.workers, args.piece_rows)):
+        raise Refused("--scheduler, --workers and --piece-rows are for --engine dask")
+    source, target = Path(args.input), Path(args.output)
+    rejects = target.with_name(f"{target.stem}.rejects.csv")
     try:
         counts = batch.score(
             model,
@@ -468,28 +481,94 @@ def score(args: argparse.Namespace, settings: Settings) -> int:
     except (batch.BatchError, FileNotFoundError) as error:
         raise Refused(str(error)) from None
     details = {
-        "version": model.version,
-        "stage": None if args.bundle else args.stage,
-        "bundle_sha256": bundle_sha256,
-        "bundle_signature_checked": not args.trust_unsigned,
+        **verified,
         "input": str(source),
         "input_sha256": batch.sha256_of(source),
         "output": str(target),
         "output_sha256": batch.sha256_of(target),
         "rejects_sha256": batch.sha256_of(rejects),
-        "rows_in": counts.rows_in,
-        "rows_scored": counts.rows_scored,
-        "rows_rejected": counts.rows_rejected,
-        **timed(args),
-        "inference_run_id": run_id,
     }
-    registry.record("scored", current_actor(args.actor, settings), details, signer)
+    record_scored(args, settings, (registry, signer), details, counts, run_id)
     print(
         f"scored {counts.rows_scored} of {counts.rows_in} rows with version {model.version} "
         f"into {target}; {counts.rows_rejected} rejected into {rejects}"
     )
     if run_id:
         print(f"inference log: the rows are logged under request id {run_id}")
+    return 0
+
+
+def record_scored(
+    args: argparse.Namespace,
+    settings: Settings,
+    log: tuple[Any, Any],
+    details: dict[str, Any],
+    counts: Any,
+    run_id: str | None,
+) -> None:
+    """The `scored` record of a run: what it read and wrote, its counts and duration."""
+    from dataclasses import asdict
+
+    registry, signer = log
+    details |= {**asdict(counts), **timed(args), "inference_run_id": run_id}
+    registry.record("scored", current_actor(args.actor, settings), details, signer)
+
+
+def score_on_dask(
+    args: argparse.Namespace,
+    settings: Settings,
+    registry: Any,
+    signer: Any,
+    model: tuple[bytes, Any],
+    inference: Any,
+    verified: dict[str, Any],
+) -> int:
+    """score --engine dask: a folder or glob of files into a folder of parts, on a cluster."""
+    import uuid
+
+    from . import distributed
+    from .batch import BatchError
+
+    run_id = uuid.uuid4().hex if inference else None
+    data, loaded = model
+    try:
+        result = distributed.score(
+            data,
+            loaded,
+            args.input,
+            args.output,
+            args.chunk_rows,
+            piece_rows=distributed.PIECE_ROWS if args.piece_rows is None else args.piece_rows,
+            scheduler=args.scheduler,
+            workers=args.workers,
+            explain=args.explain,
+            inference=inference and (inference, run_id),
+        )
+    except (BatchError, FileNotFoundError, ImportError) as error:
+        raise Refused(str(error)) from None
+    counts = result.counts
+    details = {
+        **verified,
+        "engine": "dask",
+        "scheduler": result.scheduler,
+        "workers": result.workers,
+        "input": args.input,
+        "inputs": result.inputs,
+        "output": args.output,
+        "parts": [
+            {key: part[key] for key in ("part", "sha256", "rejects", "rejects_sha256")}
+            for part in result.parts
+        ],
+    }
+    record_scored(args, settings, (registry, signer), details, counts, run_id)
+    print(
+        f"scored {counts.rows_scored} of {counts.rows_in} rows from {len(result.inputs)} file(s) "
+        f"with version {loaded.version} on {result.workers} Dask worker(s) into "
+        f"{len(result.parts)} part(s) in {args.output}; {counts.rows_rejected} rejected into "
+        f"{args.output.rstrip('/')}/_rejects"
+    )
+    if run_id:
+        print(f"inference log: the rows are logged under request ids {run_id}-<input number>")
     return 0
 
 
@@ -508,12 +587,12 @@ def feedback(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def explainer_of(opened: Bundle | None, model: Any, registry: Any) -> Any:
+def explainer_of(opened: Bundle, contract: Any) -> Any:
     """score --explain: the explainer of the scoring bundle, or why there is none."""
     from .explain import Explainer, Unexplainable
 
     try:
-        return Explainer.of(opened or Bundle.open(registry.bundle(model.version)), model.contract)
+        return Explainer.of(opened, contract)
     except Unexplainable as error:
         raise Refused(f"--explain: {error}") from None
 
@@ -734,8 +813,9 @@ def parser() -> argparse.ArgumentParser:
     )
 
     sub = verb("score", score, "score a CSV or Parquet file with the version a stage serves")
-    sub.add_argument("input")
-    sub.add_argument("output", help="same format as the input; rejects go beside it")
+    sub.add_argument("input", help="a file; with --engine dask, a folder or glob (or s3://...)")
+    sub.add_argument("output", help="same format as the input, rejects beside it; with "
+                     "--engine dask, a new folder of Parquet parts")  # fmt: skip
     sub.add_argument("--stage", default=DEFAULT_STAGE)
     sub.add_argument("--bundle", help="score with this bundle file instead of a registry stage")
     sub.add_argument("--chunk-rows", type=int, default=100_000)
@@ -743,6 +823,14 @@ def parser() -> argparse.ArgumentParser:
                      help="add each feature's contribution to each answer")  # fmt: skip
     sub.add_argument("--actor")
     trust_unsigned_option(sub)
+    sub.add_argument("--engine", choices=["process", "dask"], default="process",
+                     help="process: this process, one file; dask: a Dask cluster")  # fmt: skip
+    sub.add_argument("--scheduler", help="--engine dask: the scheduler's address "
+                     "(default: a local cluster of worker processes)")  # fmt: skip
+    sub.add_argument("--workers", type=int, help="--engine dask: local worker processes "
+                     "(default: one per core)")  # fmt: skip
+    sub.add_argument("--piece-rows", type=int, help="--engine dask: rows of a Parquet file "
+                     f"per task, in whole row groups (default {1_000_000:_})")  # fmt: skip
 
     sub = verb("monitor", monitor, "drift, live performance, volumes and job durations")
     sub.add_argument("--stage", default=DEFAULT_STAGE)
