@@ -1,8 +1,8 @@
 """The inference log: every record the service and batch scoring scored, and the ground truth.
 
 Layout under `<registry>/<model name>/` (`root` below), on the registry's own filesystem:
-    inference/day=YYYY-MM-DD/version=<N>/<HHMMSS>-<8 hex>.parquet   one row per scored record
-    feedback/day=YYYY-MM-DD/<HHMMSS>-<8 hex>.parquet                 actual outcomes, appended
+    inference/day=YYYY-MM-DD/version=<N>/<HHMMSS>-<16 hex>.parquet  one row per scored record
+    feedback/day=YYYY-MM-DD/<HHMMSS>-<16 hex>.parquet                actual outcomes, appended
 
 A row holds `request_id`, `row` (the record's index in its request or file), `time`, `version`
 (0 for a bundle file), `source` (service or batch), `status` (200, or the HTTP status of a
@@ -210,7 +210,8 @@ class Layout:
 
 
 def new_name(now: datetime) -> str:
-    return f"{now:%H%M%S}-{uuid.uuid4().hex[:8]}.parquet"
+    # 64 random bits: replicas writing in the same second never pick the same name.
+    return f"{now:%H%M%S}-{uuid.uuid4().hex[:16]}.parquet"
 
 
 def write_parquet(fs: fsspec.AbstractFileSystem, path: str, table: pa.Table) -> None:
