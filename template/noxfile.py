@@ -233,6 +233,12 @@ def score(session: nox.Session) -> None:
 
 
 @nox.session
+def sql(session: nox.Session) -> None:
+    """One SQL query that scores a table in the database: `-- --dialect duckdb|postgres|...`."""
+    ops(session, "sql")
+
+
+@nox.session
 def feedback(session: nox.Session) -> None:
     """Attach actual outcomes to logged predictions: `-- LABELS_FILE [--key COLUMN]`."""
     ops(session, "feedback")

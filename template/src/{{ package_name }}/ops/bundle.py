@@ -6,7 +6,8 @@ schema (JSON), the environment lock, dvc.lock, params, metrics, holdout predicti
 training data's profile for drift (`reference.json`, see drift.py) and `manifest.json`, which
 records where it all came from (git commit, clean or dirty, data and model hashes, lock sha256,
 Python version) and the sha256 of every other member. `manifest.sig` is the publish key's
-signature of the manifest, so a bundle file proves who built it.
+signature of the manifest, so a bundle file proves who built it. The manifest's `sql` entry says
+whether the model also scores inside a database, proven (sql.py).
 """
 
 from __future__ import annotations
@@ -94,7 +95,7 @@ def build(
         )
 
     from .. import tasks
-    from . import card, explain  # sklearn: only package pays for them
+    from . import card, explain, sql  # sklearn: only package pays for them
 
     root = settings.project_dir
     contract = science.contract()
@@ -125,6 +126,7 @@ def build(
     # from them.
     training = pd.read_parquet(settings.train_file)
     holdout = pd.read_parquet(settings.holdout_file)
+    sql_proof = sql.start_proof(pipeline, contract, holdout)
     members.update(explain.baseline(pipeline, contract, training))
     members[REFERENCE_MEMBER] = profile(contract, training, members[PREDICTIONS_MEMBER])
     compiled, serving_model = compile_model(pipeline, contract, holdout)
@@ -154,6 +156,8 @@ def build(
         "lock_file": lock_name,
         "lock_sha256": sha256(members[lock_name]),
         "serving_model": serving_model,
+        # Whether the model scores in SQL as it does here: proven in DuckDB, or why not.
+        "sql": sql.finish_proof(sql_proof),
     }
     # The card describes what the manifest records, and is itself a member the manifest lists.
     described = card.build(settings, pipeline, contract, training, holdout, manifest)

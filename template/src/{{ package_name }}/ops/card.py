@@ -22,6 +22,7 @@ from ..contract import Contract, DateTime
 from ..tasks import DECIMALS, METRICS, predict
 from .report import STYLE, bar_chart
 from .settings import Settings
+from .sql import summary
 
 CARD_MEMBER = "card.json"
 CARD_PAGE_MEMBER = "card.html"
@@ -158,6 +159,7 @@ def build(
             "lock_sha256": manifest["lock_sha256"],
             "python_version": manifest["python_version"],
             "serving_runtime": manifest["serving_model"]["runtime"],
+            "sql_scoring": summary(manifest.get("sql")),
         },
     }
 
@@ -216,6 +218,11 @@ def section(card: dict[str, Any], approvals: list[str] | None = None) -> str:
         f"{escape(path)} <code>{md5[:12]}</code>" for path, md5 in data["hashes"].items()
     )
     dirty = " (uncommitted changes)" if lineage["dirty"] else ""
+    # Cards of bundles made before SQL scoring do not say.
+    sql_scoring = lineage.get("sql_scoring")
+    sql_sentence = (
+        f" Scores inside a database in SQL: {escape(sql_scoring)}." if sql_scoring else ""
+    )
     return f"""<h3>Purpose</h3>
 <p>{escape(purpose["description"])}</p><p>This model {what}</p>
 <h3>Data</h3>
@@ -235,7 +242,7 @@ A bar near zero means the model hardly uses it.</p>{chart}
 <p>Commit <code>{escape(lineage["git_commit"][:12])}</code>{dirty}, Python
 {escape(lineage["python_version"])}, {escape(lineage["lock_file"])} sha256
 <code>{escape(lineage["lock_sha256"][:16])}</code>, serves with
-{escape(lineage["serving_runtime"])}.</p>
+{escape(lineage["serving_runtime"])}.{sql_sentence}</p>
 <details><summary>Parameters</summary><pre>{escape(_params(lineage["params"]))}</pre></details>
 """
 

@@ -12,6 +12,7 @@ schema     infer the input contract (schema.py) from a data file, and say why
 keys       list the trusted signing keys; make, rotate or retire one
 gc         remove what no recorded version needs (a dry run unless --apply)
 feedback   attach actual outcomes to logged predictions, by request id or a key column
+sql        one SQL query that scores a table inside the database with a version's model
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from .registry import DEFAULT_STAGE, Registry, State, open_registry
 from .science import NoContract
 from .settings import Settings
 from .signing import Untrusted
+from .sql import DIALECTS
 
 
 def git_identity(settings: Settings) -> list[str]:
@@ -88,6 +90,9 @@ def build_bundle(
             f"{agreement(parity)} on {parity['rows']} rows",
             flush=True,
         )
+    from .sql import summary
+
+    print(f"package: scores in SQL: {summary(manifest['sql'])}", flush=True)
     return data, manifest
 
 
@@ -587,6 +592,42 @@ def feedback(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def sql(args: argparse.Namespace, settings: Settings) -> int:
+    import fsspec
+
+    from . import sql, storage
+    from .models import NoVersion, serving_version
+
+    if args.bundle:
+        opened, version = bundle_file(args, settings)[0], None
+    else:
+        registry = open_registry(settings)
+        try:
+            version = args.version or serving_version(registry, args.stage)
+        except NoVersion as error:
+            raise Refused(str(error)) from None
+        opened = Bundle.open(registry.bundle(version))
+    text = sql.export(opened, version, table=args.table, dialect=args.dialect, keep=args.keep)
+    if args.dialect not in sql.PROVEN:
+        print(
+            f"sql: the query is not proven in {args.dialect} (packaging proves DuckDB, lab2prod's "
+            "tests PostgreSQL): compare its answers on some rows with `nox -s score` first",
+            file=sys.stderr,
+        )
+    if args.output:
+        target = Path(args.output).resolve()
+        storage.put(fsspec.filesystem("file"), str(target), text.encode())
+        print(f"sql: wrote {target}", file=sys.stderr)
+    elif not args.dsn:
+        print(text, end="")
+    if args.dsn:
+        view = args.view or f"{args.table.rsplit('.', 1)[-1]}_scores"
+        sql.create_view(args.dsn, args.dialect, view, text)
+        model = "the bundle's model" if version is None else f"version {version}"
+        print(f"sql: the view {view} scores {args.table} with {model}")
+    return 0
+
+
 def explainer_of(opened: Bundle, contract: Any) -> Any:
     """score --explain: the explainer of the scoring bundle, or why there is none."""
     from .explain import Explainer, Unexplainable
@@ -855,6 +896,29 @@ def parser() -> argparse.ArgumentParser:
         help="match on this pass-through column instead of request_id (and row, default 0)",
     )
     sub.add_argument("--actual", metavar="COLUMN", help="the outcome column (default: the target)")
+
+    sub = verb("sql", sql, "one SQL query that scores a table in the database with a version")
+    sub.add_argument("--dialect", required=True, choices=DIALECTS)
+    sub.add_argument("--table", default="inputs", help="the table (or view) to score")
+    which = sub.add_mutually_exclusive_group()
+    which.add_argument("--stage", default=DEFAULT_STAGE)
+    which.add_argument("--version", type=int)
+    which.add_argument("--bundle", help="the model of this bundle file instead of the registry's")
+    trust_unsigned_option(sub)
+    sub.add_argument(
+        "--keep",
+        action="append",
+        metavar="COLUMN",
+        help="a column of the table to keep beside the answers, such as its key (repeat it; "
+        "default: the contract's pass-through columns)",
+    )
+    sub.add_argument("--output", help="write the query to this file (default: stdout)")
+    sub.add_argument(
+        "--dsn",
+        help="create (or replace) a view of the scores in this database: "
+        "postgresql://USER@HOST:PORT/DATABASE or duckdb:PATH",
+    )
+    sub.add_argument("--view", help="the view --dsn creates (default: TABLE_scores)")
 
     sub = verb("reproduce", reproduce, "rebuild a version and compare it with the record")
     sub.add_argument("--version", type=int, required=True)
