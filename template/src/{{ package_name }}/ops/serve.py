@@ -72,7 +72,7 @@ MAX_DISCARDED_BYTES = 16 * MAX_BODY_BYTES
 MAX_RECORDS = 1_000
 KNOWN_PATHS = {"/predict", "/explain", "/health", "/ready", "/version", "/metrics", "/dashboard"}
 # Probes stay open when a token is set, so an orchestrator can check the service without it.
-PROBES = {"/health", "/ready"}
+PROBES = {"/health", "/ready", "/v2/health/live", "/v2/health/ready"}
 LATENCY_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 SEND_JSON = "send the records as JSON, with the header `Content-Type: application/json`"
 # What pydantic's JSON parser makes of NaN, Infinity and -Infinity (or a number too large).
@@ -479,6 +479,9 @@ class Service:
         if inference is not None:
             self.metrics.register(LogCounts(inference))
         self.api = self.build_api()
+        from .protocol import OpenInference  # it builds on this module
+
+        self.v2 = OpenInference(self)
 
     async def __call__(self, scope: dict, receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -487,7 +490,9 @@ class Service:
         started = time.perf_counter()
         status = 500
         path = scope["path"]
-        request_id = request_id_of(scope) if path == "/predict" else None
+        v2 = path == "/v2" or path.startswith("/v2/")
+        infer = path == "/predict" or (v2 and path.endswith("/infer"))
+        request_id = request_id_of(scope) if infer else None
 
         async def send_and_note(message: dict) -> None:
             nonlocal status
@@ -507,13 +512,16 @@ class Service:
                 await self.predict(scope, headers, body, send_and_note, request_id, started)
             elif path == "/explain":
                 await self.explain(scope, headers, body, send_and_note)
+            elif v2:
+                await self.v2.answer(scope, body, send_and_note, request_id, started)
             else:
                 await self.api(scope, body, send_and_note)
         except Refusal as refusal:
             await body.discard()
-            await refusal.response()(scope, body, send_and_note)
+            reply = self.v2.refused(refusal) if v2 else refusal.response()
+            await reply(scope, body, send_and_note)
         finally:
-            label = path if path in KNOWN_PATHS else "other"
+            label = path if path in KNOWN_PATHS else self.v2.label(path) if v2 else "other"
             self.requests.labels(label, str(status)).inc()
             elapsed = time.perf_counter() - started
             self.latency.labels(label).observe(elapsed)
