@@ -145,11 +145,15 @@ def test_dockerfile_lints_clean(project):
 @pytest.mark.skipif(shutil.which("hey") is None, reason="needs the load generator hey")
 def test_the_serving_benchmark_runs(generated):
     project = generated("default")
-    quick = ("--seconds", "1", "--rows", "3000", "--skip-mlflow")
+    # The peers install for minutes: the limit, the trivial app, stands for them here.
+    quick = ("--seconds", "1", "--rows", "3000", "--skip-peers")
     run("uv", "run", "--locked", "nox", "-s", "bench", "--", *quick, cwd=project)
     figures = json.loads((project / "build" / "bench" / "serving.json").read_text())
     served = figures["servers"]["lab2prod"]
     assert served["c1"]["requests"] > 0 and served["c8"]["failed"] == 0
+    assert figures["servers"]["trivial"]["c8"]["failed"] == 0
+    assert set(figures["servers"]) == {"lab2prod", "trivial"}
+    assert figures["targets"]["c8_over_trivial"] > 0
     assert figures["inference_log"]["off_requests_per_s"] > 0  # the service without its log
     assert figures["swaps"]["versions_served"] == [1, 2, 1] and figures["swaps"]["failed"] == 0
     assert [batch["rows"] for batch in figures["batch"]] == [3000]

@@ -265,7 +265,7 @@ def test_the_serving_benchmark_runs_on_the_new_data(own):
     project, seen = own
     if OWN_DATA[seen["table"]][0] == "default":
         pytest.skip("a binary project's benchmark runs in test_generated_project")
-    quick = ("--seconds", "1", "--rows", "3000", "--skip-mlflow")
+    quick = ("--seconds", "1", "--rows", "3000", "--skip-peers", "--skip-trivial")
     project.nox("bench", *quick)
     figures = json.loads((project.path / "build" / "bench" / "serving.json").read_text())
     assert figures["servers"]["lab2prod"]["c8"]["failed"] == 0

@@ -30,7 +30,7 @@ from pydantic import ValidationError
 
 from ..contract import Boolean, Column, Integer, Numeric
 from .models import Loaded
-from .serve import MAX_RECORDS, Refusal, Service, field_errors, read_body
+from .serve import MAX_RECORDS, Refusal, Service, Validated, field_errors, read_body
 
 HEADER_LENGTH = b"inference-header-content-length"
 LITTLE_ENDIAN = {"FP64": "<f8", "INT64": "<i8", "BOOL": "?"}
@@ -250,7 +250,7 @@ class OpenInference:
             validated = model.many.validate_python(records)
         except ValidationError as error:
             raise bad(elements_refused(field_errors(error, loaded.contract))) from None
-        predictions = await service.batcher.score(loaded, model.inputs(validated))
+        predictions = await service.batcher.score(loaded, Validated(model, validated))
         service.predictions.inc(len(predictions))
         if service.inference is not None:
             when, latency = time.time_ns() // 1000, (time.perf_counter() - started) * 1000

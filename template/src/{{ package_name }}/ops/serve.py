@@ -35,7 +35,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 from fastapi import FastAPI, HTTPException
@@ -52,7 +52,7 @@ from prometheus_client.core import CounterMetricFamily
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError, create_model
 from uvicorn.protocols.http.auto import AutoHTTPProtocol
 
-from ..contract import Contract
+from ..contract import Column, Contract
 from .anchor import Head
 from .audit import AuditError
 from .bundle import Bundle, verified
@@ -94,6 +94,11 @@ class RequestModel:
     many: TypeAdapter
     schema: dict[str, Any]
     contract: Contract
+    # The feature columns read as plain float64 (the base conversion), which are converted in one
+    # call; the others, each by its own conversion.
+    floats: tuple[tuple[str, int], ...]
+    others: tuple[tuple[Column, int], ...]
+    features: tuple[str, ...]
 
     @classmethod
     def of(cls, contract: Contract) -> RequestModel:
@@ -120,16 +125,29 @@ class RequestModel:
                 ]
             },
             contract=contract,
+            floats=tuple(
+                (column.name, position)
+                for position, column in enumerate(contract.columns)
+                if column.feeds_model and type(column).json_to_model is Column.json_to_model
+            ),
+            others=tuple(
+                (column, position)
+                for position, column in enumerate(contract.columns)
+                if column.feeds_model and type(column).json_to_model is not Column.json_to_model
+            ),
+            features=tuple(column.name for column in contract.features),
         )
 
     def inputs(self, records: list[BaseModel]) -> Inputs:
-        """The model inputs of validated records, one array per feature column."""
-        rows = [tuple(record.__dict__.values()) for record in records]
-        return {
-            column.name: column.json_to_model([row[position] for row in rows])
-            for position, column in enumerate(self.contract.columns)
-            if column.feeds_model
-        }
+        """The model inputs of validated records, one array per feature column, in the
+        contract's order."""
+        columns = list(zip(*(record.__dict__.values() for record in records), strict=True))
+        # One array for all the float columns (None becomes NaN), its rows the columns' values.
+        matrix = np.array([columns[position] for _, position in self.floats], dtype="float64")
+        converted = dict(zip((name for name, _ in self.floats), matrix, strict=True))
+        for column, position in self.others:
+            converted[column.name] = column.json_to_model(list(columns[position]))
+        return {name: converted[name] for name in self.features}
 
 
 class Prediction(BaseModel):
@@ -271,23 +289,31 @@ class Board:
             return self.drawn[1]
 
 
+class Validated(NamedTuple):
+    """A request's validated records and the request model that read them."""
+
+    request: RequestModel
+    records: list[BaseModel]
+
+
 class Batcher:
     """Scores the records of all requests waiting at once in one model call.
 
     A model call costs about the same for one row as for a hundred, so under concurrent load this
-    multiplies throughput; a lone request waits for nothing but one turn of the event loop.
-    Requests are grouped by the model version they were validated for, so a swap between
-    validation and scoring never mixes contracts.
+    multiplies throughput; a lone request waits for nothing but one turn of the event loop. The
+    records of a batch are converted to model inputs together too, in one call for its float
+    columns. Requests are grouped by the model version they were validated for, so a swap
+    between validation and scoring never mixes contracts.
     """
 
     def __init__(self) -> None:
-        self.waiting: list[tuple[Loaded, Inputs, asyncio.Future]] = []
+        self.waiting: list[tuple[Loaded, Validated, asyncio.Future]] = []
 
-    async def score(self, loaded: Loaded, inputs: Inputs) -> list[dict]:
-        """The answers for the rows of one request."""
+    async def score(self, loaded: Loaded, validated: Validated) -> list[dict]:
+        """The answers for the records of one request."""
         loop = asyncio.get_running_loop()
         future = loop.create_future()
-        self.waiting.append((loaded, inputs, future))
+        self.waiting.append((loaded, validated, future))
         if len(self.waiting) == 1:
             # Runs after the requests that are already parsed in this turn of the loop.
             loop.call_soon(self.flush)
@@ -295,7 +321,7 @@ class Batcher:
 
     def flush(self) -> None:
         batch, self.waiting = self.waiting, []
-        groups: dict[int, list[tuple[Loaded, Inputs, asyncio.Future]]] = {}
+        groups: dict[int, list[tuple[Loaded, Validated, asyncio.Future]]] = {}
         for entry in batch:
             groups.setdefault(id(entry[0]), []).append(entry)
         for group in groups.values():
@@ -303,19 +329,18 @@ class Batcher:
 
     def flush_group(self, loaded: Loaded, group: list) -> None:
         try:
-            merged = {
-                name: np.concatenate([inputs[name] for _, inputs, _ in group])
-                for name in group[0][1]
-            }
-            replies = answers(loaded, *loaded.score(merged))
+            # One version, one contract: the first request's model reads them all.
+            request = group[0][1].request
+            inputs = request.inputs([record for _, part, _ in group for record in part.records])
+            replies = answers(loaded, *loaded.score(inputs))
         except Exception as error:
             for _, _, future in group:
                 if not future.done():
                     future.set_exception(error)
             return
         start = 0
-        for _, inputs, future in group:
-            end = start + len(next(iter(inputs.values())))
+        for _, part, future in group:
+            end = start + len(part.records)
             if not future.done():
                 future.set_result(replies[start:end])
             start = end
@@ -459,6 +484,8 @@ class Service:
             registry=self.metrics,
         )
         self.predictions = Counter("predictions", "Records scored", registry=self.metrics)
+        self.counters: dict[tuple[str, int], Any] = {}  # (path, status) -> its counter
+        self.histograms: dict[str, Any] = {}  # path -> its latency histogram
         self.serving = Gauge("serving_version", "Model version being served", registry=self.metrics)
         self.board = Board(source)
         self.drift = Gauge(
@@ -522,13 +549,28 @@ class Service:
             await reply(scope, body, send_and_note)
         finally:
             label = path if path in KNOWN_PATHS else self.v2.label(path) if v2 else "other"
-            self.requests.labels(label, str(status)).inc()
+            self.counted(label, status).inc()
             elapsed = time.perf_counter() - started
-            self.latency.labels(label).observe(elapsed)
+            self.timed(label).observe(elapsed)
             if request_id is not None and status != 200 and self.inference is not None:
                 # A refused request: one row, its status and no inputs.
                 when = time.time_ns() // 1000
                 self.inference.add(self.source.current, request_id, when, status, elapsed * 1000)
+
+    def counted(self, label: str, status: int) -> Any:
+        """The request counter of a path and status, looked up once (`labels` takes a lock)."""
+        key = (label, status)
+        counter = self.counters.get(key)
+        if counter is None:
+            counter = self.counters[key] = self.requests.labels(label, str(status))
+        return counter
+
+    def timed(self, label: str) -> Any:
+        """The latency histogram of a path, looked up once."""
+        histogram = self.histograms.get(label)
+        if histogram is None:
+            histogram = self.histograms[label] = self.latency.labels(label)
+        return histogram
 
     def check(self, scope: dict) -> dict[bytes, bytes]:
         """Refuse a missing or wrong token, or a body declared too large, before reading it; the
@@ -562,16 +604,17 @@ class Service:
         loaded = self.source.current
         request = self.request_model(loaded)
         records = validated_records(await read_body(receive), request)
-        predictions = await self.batcher.score(loaded, request.inputs(records))
+        predictions = await self.batcher.score(loaded, Validated(request, records))
         self.predictions.inc(len(predictions))
         if self.inference is not None:
             # References only: the writer's thread makes the rows.
             when, latency = time.time_ns() // 1000, (time.perf_counter() - started) * 1000
             self.inference.add(loaded, request_id, when, 200, latency, records, predictions)
-        reply = {"model_version": loaded.version, "predictions": predictions}
-        await Response(json.dumps(reply).encode(), media_type="application/json")(
-            scope, receive, send
-        )
+        reply = json.dumps({"model_version": loaded.version, "predictions": predictions}).encode()
+        # What Starlette's Response sends, without making one per request.
+        headers = [(b"content-length", b"%d" % len(reply)), (b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 200, "headers": headers})
+        await send({"type": "http.response.body", "body": reply})
 
     async def explain(
         self, scope: dict, headers: dict[bytes, bytes], receive: Any, send: Any
