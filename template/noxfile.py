@@ -228,7 +228,7 @@ def serve(session: nox.Session) -> None:
 
 @nox.session
 def score(session: nox.Session) -> None:
-    """Batch-score a file with the production version: `-- INPUT OUTPUT [--stage S] [--engine dask]`."""
+    """Batch-score with the production version: `-- INPUT OUTPUT [--stage S] [--engine dask]`."""
     ops(session, "score")
 
 
@@ -252,7 +252,7 @@ def monitor(session: nox.Session) -> None:
 
 @nox.session
 def bench(session: nox.Session) -> None:
-    """Measure serving against MLflow's server, batch scoring, swaps under load (needs `hey`)."""
+    """Measure serving against its peers and the limit, batch scoring, swaps (needs `hey`)."""
     locked(session, "python", "benchmarks/serving.py", *session.posargs)
 
 
