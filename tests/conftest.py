@@ -71,10 +71,17 @@ def s3_env() -> Iterator[dict[str, str]]:
         server.wait(timeout=10)
 
 
+# Built once per registry kind: pytest sets a session fixture up again for a module that
+# parametrizes it indirectly, which would rebuild the story (on S3, in a bucket already used).
+LIVED: dict[str, tuple[Project, dict[str, object]]] = {}
+
+
 @pytest.fixture(scope="session", params=["local", "s3"])
 def lived(request, tmp_path_factory) -> tuple[Project, dict[str, object]]:
-    env = request.getfixturevalue("s3_env") if request.param == "s3" else {}
-    answers = S3_ANSWERS if request.param == "s3" else {}
-    path = render(tmp_path_factory.mktemp(request.param) / "project", answers, env=env)
-    project = Project(path, env)
-    return project, live_story(project)
+    if request.param not in LIVED:
+        env = request.getfixturevalue("s3_env") if request.param == "s3" else {}
+        answers = S3_ANSWERS if request.param == "s3" else {}
+        path = render(tmp_path_factory.mktemp(request.param) / "project", answers, env=env)
+        project = Project(path, env)
+        LIVED[request.param] = project, live_story(project)
+    return LIVED[request.param]

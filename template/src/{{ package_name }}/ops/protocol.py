@@ -126,7 +126,7 @@ class OpenInference:
             return path
         if path.startswith("/v2/models/"):
             last = path.rsplit("/", 1)[-1]
-            return f"/v2/models/{{name}}/{last}" if last in ("ready", "infer") else "/v2/models"
+            return "/v2/models/{name}/" + last if last in ("ready", "infer") else "/v2/models"
         return "other"
 
     async def answer(
