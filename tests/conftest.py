@@ -3,10 +3,8 @@ seconds) and shared by the tests that only read the project or run idempotent co
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -20,6 +18,7 @@ from projects import (
     live_story,
     render,
     s3_client,
+    wait_for_port,
 )
 
 
@@ -58,12 +57,7 @@ def s3_env() -> Iterator[dict[str, str]]:
         "AWS_DEFAULT_REGION": "us-east-1",
     }
     try:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_port(port, 10)
         s3_client(env).create_bucket(Bucket=BUCKET)
         yield env
     finally:

@@ -6,6 +6,7 @@ import os
 import socket
 import subprocess
 import sys
+import time
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -136,6 +137,16 @@ def lint_dockerfile(project: Path) -> str:
             sources = [word.rstrip("/") for word in words[1:-1] if not word.startswith("--")]
             assert set(sources) <= let_through, f"{line!r}: .dockerignore keeps it out"
     return text
+
+
+def wait_for_port(port: int, seconds: float) -> None:
+    """Until a server listens on 127.0.0.1:`port`, at most `seconds`; its own check follows."""
+    for _ in range(int(seconds * 10)):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
+            return
+        except OSError:
+            time.sleep(0.1)
 
 
 def free_port() -> int:

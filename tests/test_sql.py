@@ -13,10 +13,8 @@ import csv
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
-import time
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,7 +22,7 @@ from pathlib import Path
 import duckdb
 import psycopg
 import pytest
-from projects import Project, free_port
+from projects import Project, free_port, wait_for_port
 from test_serving import in_project
 
 POSTGRES_BIN = Path("/usr/lib/postgresql/15/bin")
@@ -58,12 +56,7 @@ def postgres() -> Iterator[str]:
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
-        for _ in range(300):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.1).close()
-                break
-            except OSError:
-                time.sleep(0.1)
+        wait_for_port(port, 30)
         yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
     finally:
         server.terminate()
